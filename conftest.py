@@ -1,0 +1,3 @@
+"""Repository-wide pytest plugins: fixtures that start real servers on free ports."""
+
+pytest_plugins = ["tests.plugins.postgres"]

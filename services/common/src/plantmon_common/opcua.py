@@ -90,9 +90,11 @@ async def ensure_certificate(
     """Create (once) and return ``(cert.der, key.pem)`` in ``cert_dir``; reused afterwards."""
     cert_dir.mkdir(parents=True, exist_ok=True)
     cert, key = cert_dir / "cert.der", cert_dir / "key.pem"
-    uses = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if server else [
-        ExtendedKeyUsageOID.CLIENT_AUTH
-    ]
+    uses = (
+        [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+        if server
+        else [ExtendedKeyUsageOID.CLIENT_AUTH]
+    )
     await setup_self_signed_certificate(key, cert, application_uri, hostname, uses, {"organizationName": "plantmon"})
     key.chmod(0o600)
     return cert, key
@@ -138,6 +140,8 @@ async def connect(settings: OpcUaClientSettings) -> AsyncIterator[Client]:
         raise OpcUaError(f"cannot reach {settings.url}: {exc}") from exc
     except ua.UaStatusCodeError as exc:
         raise OpcUaError(f"{settings.url} refused the session: {exc}") from exc
+    except ua.UaError as exc:
+        raise OpcUaError(f"{settings.url}: {exc}") from exc
     try:
         yield client
     finally:
@@ -337,7 +341,11 @@ class PlantSubscriber:
             node = Node(sub.server, tag.node_id)
             # asyncua's own request builder keeps its client-handle bookkeeping consistent.
             request = sub._make_monitored_item_request(
-                node, ua.AttributeIds.Value, mfilter, s.queue_size, ua.MonitoringMode.Reporting,
+                node,
+                ua.AttributeIds.Value,
+                mfilter,
+                s.queue_size,
+                ua.MonitoringMode.Reporting,
                 s.sampling_interval_ms,
             )
             handler.paths[request.RequestedParameters.ClientHandle] = tag.path

@@ -24,9 +24,7 @@ def require_secret(name: str, value: SecretStr | None) -> SecretStr | None:
         return None
     raw = value.get_secret_value()
     if raw.strip().lower() in PLACEHOLDERS or raw.upper().startswith("CHANGE_ME"):
-        raise PlaceholderSecretError(
-            f"{name} is a placeholder ({raw!r}); set a real secret in the environment or .env"
-        )
+        raise PlaceholderSecretError(f"{name} is a placeholder ({raw!r}); set a real secret in the environment or .env")
     return value
 
 

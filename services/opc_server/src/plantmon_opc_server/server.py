@@ -1,0 +1,259 @@
+"""The OPC UA server's lifecycle: security, users, the Plant address space and the poll loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from asyncua import Server, ua
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.user_managers import UserManager
+from plantmon_common.metrics import new_registry
+from plantmon_common.opcua import ensure_certificate
+from plantmon_common.service import health_app, serve_http
+from plantmon_common.tags import TagMeta, TagReading
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from plantmon_opc_server.address_space import PlantAddressSpace, StatusObject
+from plantmon_opc_server.poller import PollError, PollHealth, SensorPoller, TagState, make_datavalue, status_for
+from plantmon_opc_server.settings import OpcServerSettings
+
+logger = logging.getLogger(__name__)
+
+
+class PasswordUserManager(UserManager):
+    """Username/password accounts from the environment; anonymous only in dev mode."""
+
+    def __init__(self, accounts: dict[str, str], allow_anonymous: bool) -> None:
+        self.accounts = accounts
+        self.allow_anonymous = allow_anonymous
+
+    def get_user(
+        self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None
+    ) -> User | None:
+        # Only UserName and (in dev mode) Anonymous tokens are offered, so no user name means
+        # anonymous; ``certificate`` is then the client's application certificate.
+        if username is None:
+            return User(role=UserRole.User) if self.allow_anonymous else None
+        expected = self.accounts.get(username or "")
+        if expected is not None and password is not None and hmac.compare_digest(expected, password):
+            return User(role=UserRole.User, name=username)
+        logger.warning("OPC UA login refused", extra={"user": username})
+        return None
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.poll_latency = Histogram(
+            "plantmon_opc_server_poll_latency_seconds",
+            "Latency of one poll of the sensor API",
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+        )
+        self.poll_failures = Counter(
+            "plantmon_opc_server_poll_failures", "Failed polls of the sensor API", registry=registry
+        )
+        self.polls = Counter("plantmon_opc_server_polls", "Polls of the sensor API", registry=registry)
+        self.writes = Counter("plantmon_opc_server_value_writes", "DataValues written", ["status"], registry=registry)
+        self.tags = Gauge("plantmon_opc_server_tags", "Variables below Objects/Plant", registry=registry)
+        self.sessions = Gauge("plantmon_opc_server_sessions", "Open OPC UA sessions", registry=registry)
+        self.subscriptions = Gauge("plantmon_opc_server_subscriptions", "OPC UA subscriptions", registry=registry)
+        self.monitored_items = Gauge(
+            "plantmon_opc_server_monitored_items", "Monitored items over all subscriptions", registry=registry
+        )
+        self.sensors_reachable = Gauge(
+            "plantmon_opc_server_sensors_reachable",
+            "1 when the last poll of the sensor API succeeded",
+            registry=registry,
+        )
+
+
+class PlantServer:
+    """An asyncua server whose ``Objects/Plant`` mirrors the sensor API, polled through the DMZ."""
+
+    def __init__(self, settings: OpcServerSettings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.registry = registry or new_registry("opc_server")
+        self.metrics = Metrics(self.registry)
+        self.health = PollHealth()
+        self.server = Server(user_manager=PasswordUserManager(settings.users(), settings.dev_mode))
+        self.space: PlantAddressSpace | None = None
+        self.status: StatusObject | None = None
+        self.poller = SensorPoller(settings.sensors_url, settings.poll_timeout_s)
+        self.first_good = asyncio.Event()
+
+    async def start(self) -> None:
+        s = self.settings
+        await self.server.init()
+        self.server.set_endpoint(s.endpoint)
+        self.server.set_server_name("plantmon OPC UA server")
+        await self.server.set_application_uri(s.application_uri)
+        self.server.product_uri = "urn:plantmon"
+        policies = [
+            ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+            ua.SecurityPolicyType.Basic256Sha256_Sign,
+        ]
+        tokens: list[type] = [ua.UserNameIdentityToken]
+        if s.dev_mode:
+            policies.append(ua.SecurityPolicyType.NoSecurity)
+            tokens.append(ua.AnonymousIdentityToken)
+            logger.warning("dev mode: SecurityPolicy None and anonymous access are enabled")
+        self.server.set_security_policy(policies)
+        self.server.set_identity_tokens(tokens)
+        cert, key = await ensure_certificate(s.cert_dir, s.application_uri, s.public_hostname, server=True)
+        await self.server.load_certificate(str(cert))
+        await self.server.load_private_key(str(key))
+        ns = await self.server.register_namespace(s.namespace_uri)
+        self.space = PlantAddressSpace(self.server, ns, s.poll_interval_s * 1000, timedelta(seconds=s.history_window_s))
+        self.status = StatusObject(self.server, ns)
+        await self.status.create()
+        await self.server.start()
+        logger.info(
+            "OPC UA server listening",
+            extra={"endpoint": s.endpoint, "application_uri": s.application_uri, "dev_mode": s.dev_mode},
+        )
+
+    async def stop(self) -> None:
+        await self.poller.aclose()
+        await self.server.stop()
+
+    async def poll_once(self) -> None:
+        """One poll: write every tag's DataValue, or Bad_CommunicationError for all on failure."""
+        assert self.space is not None and self.status is not None
+        self.metrics.polls.inc()
+        self.health.polls += 1
+        try:
+            readings, latency = await self.poller.fetch()
+        except PollError as exc:
+            await self._poll_failed(str(exc))
+            return
+        self.metrics.poll_latency.observe(latency)
+        now = datetime.now(UTC)
+        for reading in readings:
+            await self._write_reading(reading, now)
+        if self.health.consecutive_failures or not self.health.sensors_reachable:
+            logger.info("sensor API reachable", extra={"url": self.settings.sensors_url, "tags": len(readings)})
+        self.health.last_success = now
+        self.health.consecutive_failures = 0
+        self.health.last_error = None
+        self.health.sensors_reachable = True
+        self.metrics.sensors_reachable.set(1)
+        self.metrics.tags.set(len(self.space.variables))
+        await self.status.update(LastSuccessfulPoll=now, ConsecutiveFailures=0, SensorsReachable=True, LastError="")
+
+    async def _write_reading(self, reading: TagReading, now: datetime) -> None:
+        assert self.space is not None
+        if reading.path not in self.space.variables:
+            await self.space.ensure(TagMeta.model_validate(reading.model_dump()))
+            logger.info("tag added", extra={"path": reading.path})
+        state = self.health.tag_states.setdefault(reading.path, TagState())
+        observed = reading.observed_at
+        if state.last_observed is None or observed > state.last_observed:
+            state.last_observed = observed
+            state.polls_without_news = 0
+            if state.last_written is not None and observed <= state.last_written:
+                return  # older than what we already published (e.g. a failure stamp)
+            status = status_for(reading)
+            if reading.reason != state.reason and not status.is_good():
+                logger.warning("sensor reports a bad tag", extra={"path": reading.path, "reason": reading.reason})
+            state.reason = reading.reason if not status.is_good() else None
+            await self._write(reading.path, make_datavalue(reading.value, status, observed), state)
+            if status.is_good():
+                self.first_good.set()
+            return
+        state.polls_without_news += 1
+        if state.polls_without_news >= self.settings.stale_after_polls:
+            # No new observation: the value is at best a last usable one, stamped now.
+            status = ua.StatusCode(ua.StatusCodes.UncertainLastUsableValue)
+            await self._write(reading.path, make_datavalue(reading.value, status, now), state)
+
+    async def _write(self, path: str, dv: ua.DataValue, state: TagState) -> None:
+        assert self.space is not None
+        await self.server.write_attribute_value(self.space.variables[path], dv)
+        state.last_written = dv.SourceTimestamp
+        self.metrics.writes.labels(dv.StatusCode.name if dv.StatusCode else "Good").inc()
+
+    async def _poll_failed(self, error: str) -> None:
+        assert self.space is not None and self.status is not None
+        h = self.health
+        if h.consecutive_failures == 0:
+            logger.warning("sensor API unreachable", extra={"url": self.settings.sensors_url, "error": error})
+        h.consecutive_failures += 1
+        h.last_error = error
+        h.sensors_reachable = False
+        self.metrics.poll_failures.inc()
+        self.metrics.sensors_reachable.set(0)
+        now = datetime.now(UTC)
+        status = ua.StatusCode(ua.StatusCodes.BadCommunicationError)
+        for path in self.space.variables:
+            state = self.health.tag_states.setdefault(path, TagState())
+            await self._write(path, make_datavalue(None, status, now), state)
+        await self.status.update(
+            ConsecutiveFailures=h.consecutive_failures, SensorsReachable=False, LastError=error[:500]
+        )
+
+    def update_session_metrics(self) -> None:
+        subs = self.server.iserver.subscription_service.subscriptions
+        self.metrics.subscriptions.set(len(subs))
+        self.metrics.monitored_items.set(sum(len(sub.monitored_item_srv._monitored_items) for sub in subs.values()))
+        self.metrics.sessions.set(len(getattr(self.server.bserver, "clients", []) or []))
+
+    async def poll_forever(self, stop: asyncio.Event) -> None:
+        interval = self.settings.poll_interval_s
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while not stop.is_set():
+            try:
+                await self.poll_once()
+                self.update_session_metrics()
+            except Exception:
+                logger.exception("poll failed unexpectedly")
+            next_at += interval
+            delay = next_at - loop.time()
+            if delay < 0:
+                next_at = loop.time()
+                delay = 0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+
+    def health_report(self) -> tuple[bool, dict[str, Any]]:
+        h = self.health
+        bad = {p: s.reason for p, s in h.tag_states.items() if s.reason}
+        return True, {
+            "sensors_reachable": h.sensors_reachable,
+            "last_successful_poll": h.last_success.isoformat() if h.last_success else None,
+            "consecutive_failures": h.consecutive_failures,
+            "last_error": h.last_error,
+            "tags": len(self.space.variables) if self.space else 0,
+            "bad_tags": bad,
+        }
+
+
+@contextlib.asynccontextmanager
+async def running_server(
+    settings: OpcServerSettings, stop: asyncio.Event, registry: CollectorRegistry | None = None
+) -> AsyncIterator[PlantServer]:
+    """Start the server, its poll loop and its HTTP side; stop all of it on exit."""
+    plant = PlantServer(settings, registry)
+    await plant.start()
+    poll_task = asyncio.create_task(plant.poll_forever(stop), name="poll")
+    app = health_app("plantmon OPC UA server", plant.registry, plant.health_report)
+    try:
+        async with serve_http(app, settings.http_host, settings.http_port) as http:
+            plant.http_port = http.port  # type: ignore[attr-defined]
+            yield plant
+    finally:
+        stop.set()
+        await poll_task
+        await plant.stop()
+
+
+async def run(settings: OpcServerSettings, stop: asyncio.Event, registry: CollectorRegistry | None = None) -> None:
+    async with running_server(settings, stop, registry):
+        await stop.wait()
+    logger.info("OPC UA server stopped")

@@ -1,0 +1,144 @@
+"""Test support: a controllable sensor API peer over real HTTP and a secure PlantServer in front of it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI, Response
+from plantmon_common.opcua import OpcUaClientSettings
+from plantmon_common.service import serve_http
+from plantmon_dev.procs import free_port
+from plantmon_opc_server.server import PlantServer, running_server
+from plantmon_opc_server.settings import OpcServerSettings
+from pydantic import SecretStr
+
+SERVICE_PASSWORD = "svc-secret-123"
+OPERATOR_PASSWORD = "op-secret-456"
+
+BASE_TAGS = [
+    ("Plant/Temperature/Upper", "°C", -200.0, 1350.0, 65.0),
+    ("Plant/Temperature/Lower", "°C", -200.0, 1350.0, 55.0),
+    ("Plant/RPM/MainShaft", "1/min", 0.0, 6000.0, 1500.0),
+    ("Plant/Voltage/MainSupply", "V", 0.0, 60.0, 24.0),
+]
+
+
+@dataclass
+class FakeSensorApi:
+    """A real HTTP peer serving /api/v1/readings whose content each test controls."""
+
+    tags: dict[str, dict[str, Any]] = field(default_factory=dict)
+    up: bool = True
+    frozen: bool = False
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        for path, unit, low, high, value in BASE_TAGS:
+            self.add(path, unit, low, high, value)
+
+    def add(self, path: str, unit: str, low: float, high: float, value: float) -> None:
+        self.tags[path] = {
+            "path": path,
+            "unit": unit,
+            "eu_low": low,
+            "eu_high": high,
+            "description": f"test {path}",
+            "sensor_id": path.split("/")[1].lower(),
+            "value": value,
+            "quality": "good",
+            "reason": None,
+        }
+
+    def set(self, path: str, **values: Any) -> None:
+        self.tags[path].update(values)
+
+    def app(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.get("/api/v1/readings")
+        def readings() -> Response:
+            if not self.up:
+                return Response(status_code=503)
+            now = datetime.now(UTC)
+            rows = []
+            for tag in self.tags.values():
+                row = dict(tag)
+                row["observed_at"] = (tag.get("frozen_at") if self.frozen else None) or now
+                tag["frozen_at"] = row["observed_at"]
+                rows.append(row)
+            from fastapi.encoders import jsonable_encoder
+
+            return Response(
+                content=__import__("json").dumps(jsonable_encoder({"readings": rows})), media_type="application/json"
+            )
+
+        return app
+
+
+@pytest.fixture
+async def sensor_api() -> AsyncIterator[FakeSensorApi]:
+    api = FakeSensorApi()
+    async with serve_http(api.app(), "127.0.0.1", 0) as http:
+        api.port = http.port
+        yield api
+
+
+def server_settings(tmp_path: Path, sensors_url: str, **overrides: Any) -> OpcServerSettings:
+    values: dict[str, Any] = {
+        "sensors_url": sensors_url,
+        "endpoint": f"opc.tcp://127.0.0.1:{free_port()}/freeopcua/server/",
+        "public_hostname": "localhost",
+        "cert_dir": tmp_path / "pki-server",
+        "poll_interval_s": 0.2,
+        "poll_timeout_s": 1.0,
+        "http_host": "127.0.0.1",
+        "http_port": 0,
+        "service_password": SecretStr(SERVICE_PASSWORD),
+        "operator_password": SecretStr(OPERATOR_PASSWORD),
+        "log_format": "text",
+    }
+    values.update(overrides)
+    return OpcServerSettings(**values)
+
+
+def client_settings(server: OpcServerSettings, tmp_path: Path, **overrides: Any) -> OpcUaClientSettings:
+    values: dict[str, Any] = {
+        "url": server.endpoint,
+        "username": "plantmon",
+        "password": SecretStr(SERVICE_PASSWORD),
+        "cert_dir": tmp_path / "pki-client",
+        "hostname": "localhost",
+        "application_uri": "urn:plantmon:test-client",
+        "timeout_s": 5.0,
+    }
+    values.update(overrides)
+    return OpcUaClientSettings(**values)
+
+
+@contextlib.asynccontextmanager
+async def plant_server(settings: OpcServerSettings) -> AsyncIterator[PlantServer]:
+    stop = asyncio.Event()
+    async with running_server(settings, stop) as plant:
+        await asyncio.wait_for(plant.first_good.wait(), timeout=20)
+        yield plant
+
+
+async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> None:
+    """Poll an async or sync predicate until it is true (bounded)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError("condition not met in time")
+        await asyncio.sleep(interval)

@@ -1,0 +1,157 @@
+"""The OPC UA server against a real HTTP sensor peer, through real secure asyncua sessions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from asyncua import Client, ua
+from plantmon_common.opcua import OpcUaError, browse_plant, connect
+from plantmon_common.tags import UNITS
+
+from services.opc_server.tests.support import (
+    OPERATOR_PASSWORD,
+    FakeSensorApi,
+    client_settings,
+    plant_server,
+    server_settings,
+    wait_until,
+)
+
+
+async def read(client: Client, path: str) -> ua.DataValue:
+    ns = await client.get_namespace_index("urn:plantmon:plant")
+    return await client.get_node(ua.NodeId(path, ns)).read_data_value(raise_on_bad_status=False)
+
+
+async def test_plant_tree_is_analog_items_with_units_and_ranges(sensor_api: FakeSensorApi, tmp_path: Path) -> None:
+    settings = server_settings(tmp_path, f"http://127.0.0.1:{sensor_api.port}")
+    async with plant_server(settings), connect(client_settings(settings, tmp_path)) as client:
+        tags = await browse_plant(client)
+        assert [t.path for t in tags] == sorted(sensor_api.tags)
+        upper = next(t for t in tags if t.path == "Plant/Temperature/Upper")
+        assert (upper.unit, upper.eu_low, upper.eu_high) == ("°C", -200.0, 1350.0)
+        ns = await client.get_namespace_index("urn:plantmon:plant")
+        node = client.get_node(ua.NodeId("Plant/Temperature/Upper", ns))
+        assert upper.node_id == node.nodeid
+        assert await node.read_type_definition() == ua.NodeId(ua.ObjectIds.AnalogItemType)
+        assert await node.read_data_type() == ua.NodeId(ua.ObjectIds.Double)
+        access = (await node.read_attribute(ua.AttributeIds.AccessLevel)).Value.Value
+        user_access = (await node.read_attribute(ua.AttributeIds.UserAccessLevel)).Value.Value
+        for level in (access, user_access):
+            assert level & ua.AccessLevel.CurrentRead.mask and level & ua.AccessLevel.HistoryRead.mask
+            assert not level & ua.AccessLevel.CurrentWrite.mask
+        assert (await node.read_attribute(ua.AttributeIds.Historizing)).Value.Value is True
+        assert (await node.read_attribute(ua.AttributeIds.MinimumSamplingInterval)).Value.Value == pytest.approx(200)
+        eu = await (await node.get_child("0:EngineeringUnits")).read_value()
+        assert eu.NamespaceUri == "http://www.opcfoundation.org/UA/units/un/cefact"
+        assert eu.UnitId == UNITS["°C"].unit_id == 4408652
+        with pytest.raises(ua.UaStatusCodeError):
+            await node.write_value(ua.DataValue(ua.Variant(1.0, ua.VariantType.Double)))
+
+
+async def test_values_equal_the_sensor_api_with_source_timestamps(sensor_api: FakeSensorApi, tmp_path: Path) -> None:
+    settings = server_settings(tmp_path, f"http://127.0.0.1:{sensor_api.port}")
+    sensor_api.set("Plant/Temperature/Upper", value=71.25)
+    async with plant_server(settings), connect(client_settings(settings, tmp_path)) as client:
+        dv = await read(client, "Plant/Temperature/Upper")
+        assert dv.Value.Value == 71.25
+        assert dv.StatusCode.is_good()
+        assert dv.SourceTimestamp is not None and dv.ServerTimestamp is not None
+
+
+async def test_unreachable_sensors_give_bad_communication_error_then_recover(
+    sensor_api: FakeSensorApi, tmp_path: Path
+) -> None:
+    settings = server_settings(tmp_path, f"http://127.0.0.1:{sensor_api.port}")
+    async with plant_server(settings) as plant, connect(client_settings(settings, tmp_path)) as client:
+        sensor_api.up = False
+
+        async def is_comm_error() -> bool:
+            dv = await read(client, "Plant/RPM/MainShaft")
+            return dv.StatusCode.value == ua.StatusCodes.BadCommunicationError
+
+        await wait_until(is_comm_error, timeout=5)
+        assert plant.health.consecutive_failures <= 3
+        sensor_api.up = True
+
+        async def is_good() -> bool:
+            return (await read(client, "Plant/RPM/MainShaft")).StatusCode.is_good()
+
+        await wait_until(is_good, timeout=5)
+
+
+async def test_a_bad_sensor_marks_only_its_own_nodes(sensor_api: FakeSensorApi, tmp_path: Path) -> None:
+    settings = server_settings(tmp_path, f"http://127.0.0.1:{sensor_api.port}")
+    async with plant_server(settings), connect(client_settings(settings, tmp_path)) as client:
+        sensor_api.set("Plant/Temperature/Upper", value=None, quality="bad", reason="open circuit")
+
+        async def upper_bad() -> bool:
+            dv = await read(client, "Plant/Temperature/Upper")
+            return dv.StatusCode.value == ua.StatusCodes.BadSensorFailure
+
+        await wait_until(upper_bad)
+        assert (await read(client, "Plant/Temperature/Lower")).StatusCode.is_good()
+
+
+async def test_stale_values_become_uncertain_never_good(sensor_api: FakeSensorApi, tmp_path: Path) -> None:
+    settings = server_settings(tmp_path, f"http://127.0.0.1:{sensor_api.port}", stale_after_polls=2)
+    async with plant_server(settings), connect(client_settings(settings, tmp_path)) as client:
+        sensor_api.frozen = True
+
+        async def uncertain() -> bool:
+            dv = await read(client, "Plant/Voltage/MainSupply")
+            return dv.StatusCode.value == ua.StatusCodes.UncertainLastUsableValue
+
+        await wait_until(uncertain)
+
+
+async def test_a_new_tag_appears_without_restart(sensor_api: FakeSensorApi, tmp_path: Path) -> None:
+    settings = server_settings(tmp_path, f"http://127.0.0.1:{sensor_api.port}")
+    async with plant_server(settings), connect(client_settings(settings, tmp_path)) as client:
+        before = {t.path: t.node_id for t in await browse_plant(client)}
+        sensor_api.add("Plant/Temperature/UpperColdJunction", "°C", -40.0, 125.0, 24.5)
+
+        async def appeared() -> bool:
+            return any(t.path == "Plant/Temperature/UpperColdJunction" for t in await browse_plant(client))
+
+        await wait_until(appeared)
+        after = {t.path: t.node_id for t in await browse_plant(client)}
+        assert {p: after[p] for p in before} == before
+
+
+async def test_secure_mode_refuses_anonymous_wrong_password_and_no_security(
+    sensor_api: FakeSensorApi, tmp_path: Path
+) -> None:
+    settings = server_settings(tmp_path, f"http://127.0.0.1:{sensor_api.port}")
+    async with plant_server(settings):
+        with pytest.raises(OpcUaError):
+            async with connect(client_settings(settings, tmp_path, username=None, password=None)):
+                pass
+        with pytest.raises(OpcUaError):
+            async with connect(client_settings(settings, tmp_path, password="wrong-password")):
+                pass
+        with pytest.raises(OpcUaError):
+            async with connect(client_settings(settings, tmp_path, security="None")):
+                pass
+        async with connect(client_settings(settings, tmp_path, username="operator", password=OPERATOR_PASSWORD)) as c:
+            assert c.security_policy.Mode == ua.MessageSecurityMode.SignAndEncrypt
+
+
+async def test_dev_mode_allows_anonymous_without_security(sensor_api: FakeSensorApi, tmp_path: Path) -> None:
+    settings = server_settings(tmp_path, f"http://127.0.0.1:{sensor_api.port}", dev_mode=True)
+    async with (
+        plant_server(settings),
+        connect(client_settings(settings, tmp_path, security="None", username=None, password=None)) as client,
+    ):
+        assert (await read(client, "Plant/Temperature/Upper")).StatusCode.is_good()
+
+
+async def test_certificate_is_generated_once_and_reused(sensor_api: FakeSensorApi, tmp_path: Path) -> None:
+    settings = server_settings(tmp_path, f"http://127.0.0.1:{sensor_api.port}")
+    async with plant_server(settings):
+        pass
+    first = (settings.cert_dir / "cert.der").read_bytes()
+    async with plant_server(settings):
+        pass
+    assert (settings.cert_dir / "cert.der").read_bytes() == first

@@ -75,10 +75,21 @@ class PostgresCluster:
         try:
             subprocess.run(
                 self._cmd(
-                    "initdb", "-D", str(self.datadir), "-U", self.superuser, "--pwfile", str(pwfile),
-                    "-A", "scram-sha-256", "-E", "UTF8", "--locale=C.UTF-8",
+                    "initdb",
+                    "-D",
+                    str(self.datadir),
+                    "-U",
+                    self.superuser,
+                    "--pwfile",
+                    str(pwfile),
+                    "-A",
+                    "scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
                 ),
-                check=True, capture_output=True,
+                check=True,
+                capture_output=True,
             )
         finally:
             pwfile.unlink(missing_ok=True)
@@ -94,9 +105,21 @@ class PostgresCluster:
             log.touch()
             chown_tree(log, RUN_AS)
         subprocess.run(
-            self._cmd("pg_ctl", "-D", str(self.datadir), "-l", str(log), "-o", f"-p {self.port}", "-w",
-                      "-t", str(int(timeout)), "start"),
-            check=True, capture_output=True,
+            self._cmd(
+                "pg_ctl",
+                "-D",
+                str(self.datadir),
+                "-l",
+                str(log),
+                "-o",
+                f"-p {self.port}",
+                "-w",
+                "-t",
+                str(int(timeout)),
+                "start",
+            ),
+            check=True,
+            capture_output=True,
         )
         self.wait_ready(timeout)
 
@@ -114,13 +137,17 @@ class PostgresCluster:
     def stop(self, mode: str = "fast") -> None:
         if not (self.datadir / "postmaster.pid").exists():
             return
-        subprocess.run(self._cmd("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop"),
-                       check=False, capture_output=True)
+        subprocess.run(
+            self._cmd("pg_ctl", "-D", str(self.datadir), "-m", mode, "-w", "stop"), check=False, capture_output=True
+        )
 
     def conninfo(self, dbname: str | None = None, user: str | None = None, password: str | None = None) -> str:
         return psycopg.conninfo.make_conninfo(
-            host="127.0.0.1", port=self.port, dbname=dbname or self.database,
-            user=user or self.superuser, password=password if user else self.password,
+            host="127.0.0.1",
+            port=self.port,
+            dbname=dbname or self.database,
+            user=user or self.superuser,
+            password=password if user else self.password,
         )
 
     def create_database(self, name: str | None = None) -> str:
@@ -134,8 +161,11 @@ class PostgresCluster:
     def env(self, dbname: str | None = None) -> dict[str, str]:
         """libpq variables for the superuser (migrations, tests)."""
         return {
-            "PGHOST": "127.0.0.1", "PGPORT": str(self.port), "PGDATABASE": dbname or self.database,
-            "PGUSER": self.superuser, "PGPASSWORD": self.password,
+            "PGHOST": "127.0.0.1",
+            "PGPORT": str(self.port),
+            "PGDATABASE": dbname or self.database,
+            "PGUSER": self.superuser,
+            "PGPASSWORD": self.password,
         }
 
 

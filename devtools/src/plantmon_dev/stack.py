@@ -138,6 +138,7 @@ class Stack:
     bind: str = "127.0.0.1"
     poll_interval_s: float = 1.0
     with_prometheus: bool = True
+    dmz_template: Path | None = None
     extra_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict, init=False)
     postgres: PostgresCluster | None = field(default=None, init=False)
@@ -262,7 +263,12 @@ class Stack:
         try:
             self.start_postgres()
             self.start_service("sensors", "plantmon_sensors", self.ports.sensors)
-            self.dmz = NginxDmz(f"127.0.0.1:{self.ports.sensors}", port=self.ports.dmz, prefix=self.data_dir / "nginx")
+            self.dmz = NginxDmz(
+                f"127.0.0.1:{self.ports.sensors}",
+                port=self.ports.dmz,
+                prefix=self.data_dir / "nginx",
+                **({"template": self.dmz_template} if self.dmz_template else {}),
+            )
             self.dmz.start()
             self.start_service("opc_server", "plantmon_opc_server", self.ports.opc_server_http)
             wait_for_port(self.ports.opcua, timeout=60)

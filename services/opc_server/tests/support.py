@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI, Response
+from fastapi.encoders import jsonable_encoder
 from plantmon_common.opcua import OpcUaClientSettings
 from plantmon_common.service import serve_http
 from plantmon_dev.procs import free_port
@@ -61,6 +63,14 @@ class FakeSensorApi:
 
     def app(self) -> FastAPI:
         app = FastAPI()
+        meta_fields = ("path", "unit", "eu_low", "eu_high", "description", "sensor_id")
+
+        @app.get("/api/v1/tags")
+        def tags() -> Response:
+            if not self.up:
+                return Response(status_code=503)
+            rows = [{k: tag[k] for k in meta_fields} for tag in self.tags.values()]
+            return Response(content=json.dumps(rows), media_type="application/json")
 
         @app.get("/api/v1/readings")
         def readings() -> Response:
@@ -73,11 +83,7 @@ class FakeSensorApi:
                 row["observed_at"] = (tag.get("frozen_at") if self.frozen else None) or now
                 tag["frozen_at"] = row["observed_at"]
                 rows.append(row)
-            from fastapi.encoders import jsonable_encoder
-
-            return Response(
-                content=__import__("json").dumps(jsonable_encoder({"readings": rows})), media_type="application/json"
-            )
+            return Response(content=json.dumps(jsonable_encoder({"readings": rows})), media_type="application/json")
 
         return app
 

@@ -43,6 +43,10 @@ class PlantAddressSpace:
     def node_id(self, path: str) -> ua.NodeId:
         return ua.NodeId(path, self.ns)
 
+    async def root(self) -> Node:
+        """``Objects/Plant``, present even before the first tag arrives."""
+        return await self._folder("Plant")
+
     async def _folder(self, path: str) -> Node:
         if path in self.folders:
             return self.folders[path]

@@ -16,14 +16,17 @@ from datetime import UTC, datetime
 
 import httpx
 from asyncua import ua
-from plantmon_common.tags import Quality, TagReading
-from pydantic import BaseModel, ValidationError
+from plantmon_common.tags import Quality, TagMeta, TagReading
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 logger = logging.getLogger(__name__)
 
 
 class ReadingsPage(BaseModel):
     readings: list[TagReading]
+
+
+TagList = TypeAdapter(list[TagMeta])
 
 
 class PollError(Exception):
@@ -71,21 +74,33 @@ class SensorPoller:
     def __init__(self, base_url: str, timeout_s: float) -> None:
         self.client = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, headers={"Accept": "application/json"})
 
+    async def _get(self, path: str) -> httpx.Response:
+        try:
+            response = await self.client.get(path)
+        except httpx.HTTPError as exc:
+            raise PollError(f"{type(exc).__name__}: {exc}") from exc
+        if response.status_code != 200:
+            raise PollError(f"sensor API answered HTTP {response.status_code} for {path}")
+        return response
+
     async def fetch(self) -> tuple[list[TagReading], float]:
         """All readings and the request's latency in seconds; raises :class:`PollError`."""
         started = time.perf_counter()
-        try:
-            response = await self.client.get("/api/v1/readings")
-        except httpx.HTTPError as exc:
-            raise PollError(f"{type(exc).__name__}: {exc}") from exc
+        response = await self._get("/api/v1/readings")
         latency = time.perf_counter() - started
-        if response.status_code != 200:
-            raise PollError(f"sensor API answered HTTP {response.status_code}")
         try:
             page = ReadingsPage.model_validate_json(response.content)
         except ValidationError as exc:
             raise PollError(f"sensor API answered an invalid body: {exc.error_count()} errors") from exc
         return page.readings, latency
+
+    async def fetch_tags(self) -> list[TagMeta]:
+        """The tag metadata the sensor service advertises (``/api/v1/tags``)."""
+        response = await self._get("/api/v1/tags")
+        try:
+            return TagList.validate_json(response.content)
+        except ValidationError as exc:
+            raise PollError(f"sensor API answered an invalid tag list: {exc.error_count()} errors") from exc
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -110,6 +110,7 @@ class PlantServer:
         await self.server.load_private_key(str(key))
         ns = await self.server.register_namespace(s.namespace_uri)
         self.space = PlantAddressSpace(self.server, ns, s.poll_interval_s * 1000, timedelta(seconds=s.history_window_s))
+        await self.space.root()
         self.status = StatusObject(self.server, ns)
         await self.status.create()
         await self.server.start()
@@ -133,6 +134,8 @@ class PlantServer:
             await self._poll_failed(str(exc))
             return
         self.metrics.poll_latency.observe(latency)
+        if any(r.path not in self.space.variables for r in readings):
+            await self.refresh_tags()
         now = datetime.now(UTC)
         for reading in readings:
             await self._write_reading(reading, now)
@@ -146,9 +149,24 @@ class PlantServer:
         self.metrics.tags.set(len(self.space.variables))
         await self.status.update(LastSuccessfulPoll=now, ConsecutiveFailures=0, SensorsReachable=True, LastError="")
 
+    async def refresh_tags(self) -> None:
+        """Create the nodes of tags the sensor service advertises and we do not have yet."""
+        assert self.space is not None
+        try:
+            tags = await self.poller.fetch_tags()
+        except PollError as exc:
+            logger.warning("cannot fetch the tag list", extra={"error": str(exc)})
+            return
+        added = [t.path for t in tags if t.path not in self.space.variables]
+        for tag in tags:
+            await self.space.ensure(tag)
+        if added:
+            logger.info("tags added to the address space", extra={"count": len(added), "tags": added[:10]})
+
     async def _write_reading(self, reading: TagReading, now: datetime) -> None:
         assert self.space is not None
         if reading.path not in self.space.variables:
+            # Advertised in the readings but not (yet) in the tag list: its metadata comes along.
             await self.space.ensure(TagMeta.model_validate(reading.model_dump()))
             logger.info("tag added", extra={"path": reading.path})
         state = self.health.tag_states.setdefault(reading.path, TagState())

@@ -1,0 +1,137 @@
+"""End to end: the pipeline started the way `task up` starts it, every hop real.
+
+sensors (simulator) -> nginx DMZ -> OPC UA server (secure) -> scraper -> PostgreSQL, and
+OPC UA -> alert worker -> alerts table. Breaking a hop (the DMZ denying the readings path)
+must make the value check fail.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from plantmon_dev.nginx import default_template
+from plantmon_dev.stack import Ports, Stack
+
+pytestmark = pytest.mark.e2e
+UPPER = "Plant/Temperature/Upper"
+
+
+def new_stack(**kwargs: object) -> Stack:
+    data_dir = Path(tempfile.mkdtemp(prefix="plantmon-e2e-"))
+    return Stack(data_dir, ports=Ports.free(), poll_interval_s=0.5, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    with new_stack() as running:
+        yield running
+
+
+def reader(stack: Stack) -> psycopg.Connection[tuple[object, ...]]:
+    env = stack.pg_env("plantmon_reader", stack.secrets["DB_READER_PASSWORD"])
+    return psycopg.connect(
+        host=env["PGHOST"], port=env["PGPORT"], dbname=env["PGDATABASE"], user=env["PGUSER"],
+        password=env["PGPASSWORD"], autocommit=True,
+    )  # fmt: skip
+
+
+def served_upper_values(stack: Stack, seconds: float) -> dict[datetime, float]:
+    """What the sensor service itself served for Upper, keyed by observation time."""
+    served: dict[datetime, float] = {}
+    deadline = time.monotonic() + seconds
+    with httpx.Client(base_url=f"http://127.0.0.1:{stack.ports.sensors}", timeout=5) as client:
+        while time.monotonic() < deadline:
+            body = client.get("/temperature/upper").json()
+            if body["quality"] == "good":
+                served[datetime.fromisoformat(body["observed_at"])] = body["value"]
+            time.sleep(0.1)
+    return served
+
+
+def wait_for_upper_value_that_crossed_every_hop(stack: Stack, timeout: float) -> tuple[datetime, float]:
+    """A Good Upper row in the database equal to what the sensor served at that source time."""
+    deadline = time.monotonic() + timeout
+    with reader(stack) as conn:
+        while time.monotonic() < deadline:
+            served = served_upper_values(stack, 3)
+            rows = conn.execute(
+                "SELECT s.time, s.value FROM samples s JOIN tags t ON t.id = s.tag_id "
+                "WHERE t.path = %s AND s.status = 0 AND s.time = ANY(%s)",
+                (UPPER, list(served)),
+            ).fetchall()
+            for stamp, value in rows:
+                assert value == served[stamp], f"database has {value} at {stamp}, the sensor served {served[stamp]}"
+            if rows:
+                return rows[0]  # type: ignore[return-value]
+    raise TimeoutError(f"no value of {UPPER} crossed the pipeline within {timeout} s")
+
+
+def test_upper_temperature_crosses_dmz_opcua_and_scraper_unchanged(stack: Stack) -> None:
+    stamp, value = wait_for_upper_value_that_crossed_every_hop(stack, timeout=60)
+    assert -200 <= value <= 1350
+
+
+def test_every_advertised_tag_has_rows_within_a_minute(stack: Stack) -> None:
+    advertised = {t["path"] for t in httpx.get(f"http://127.0.0.1:{stack.ports.dmz}/api/v1/tags", timeout=5).json()}
+    assert len(advertised) >= 49
+    deadline = time.monotonic() + 60
+    missing = advertised
+    with reader(stack) as conn:
+        while missing and time.monotonic() < deadline:
+            stored = {
+                row[0]
+                for row in conn.execute(
+                    "SELECT t.path FROM tags t WHERE EXISTS (SELECT 1 FROM samples s WHERE s.tag_id = t.id)"
+                ).fetchall()
+            }
+            missing = advertised - stored
+            time.sleep(1)
+    assert not missing, f"tags without rows after 60 s: {sorted(missing)}"
+
+
+def test_forced_overheating_raises_an_alert_row(stack: Stack) -> None:
+    token = stack.secrets["SENSORS_ADMIN_TOKEN"]
+    response = httpx.put(
+        f"http://127.0.0.1:{stack.ports.sensors}/admin/faults/overheating",
+        json={"active": True},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=5,
+    )
+    assert response.status_code == 200, response.text
+    deadline = time.monotonic() + 120
+    with reader(stack) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT severity, value_at_raise, state FROM alerts WHERE tag_path = %s ORDER BY raised_at DESC",
+                (UPPER,),
+            ).fetchone()
+            if row:
+                severity, value, state = row
+                assert value is not None and value > 100 and severity >= 3
+                return
+            time.sleep(1)
+    pytest.fail("no alert row for the overheating upper temperature within 120 s")
+
+
+def test_every_service_is_up_in_prometheus(stack: Stack) -> None:
+    assert stack.prometheus is not None
+    for job in ("sensors", "opc_server", "opc_scraper", "alert_worker"):
+        stack.prometheus.wait_until_up(job, timeout=60)
+
+
+def test_a_dmz_that_denies_the_readings_path_breaks_the_pipeline(tmp_path: Path) -> None:
+    template = tmp_path / "dmz.conf.template"
+    text = default_template().read_text()
+    assert "location = /api/v1/readings" in text
+    template.write_text(text.replace("location = /api/v1/readings", "location = /api/v1/readings-denied"))
+    with new_stack(dmz_template=template, with_prometheus=False) as broken:
+        with pytest.raises(TimeoutError):
+            wait_for_upper_value_that_crossed_every_hop(broken, timeout=20)

@@ -1,3 +1,3 @@
 """Repository-wide pytest plugins: fixtures that start real servers on free ports."""
 
-pytest_plugins = ["tests.plugins.postgres"]
+pytest_plugins = ["tests.plugins.postgres", "tests.plugins.database", "tests.plugins.nginx"]

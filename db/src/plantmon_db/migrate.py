@@ -1,0 +1,286 @@
+"""The migration runner: applies ``plantmon_db/migrations/NNNN_name[.path].sql`` in order.
+
+File names decide where a migration runs: ``0003_tags_samples.sql`` runs on every database,
+``0001_timescaledb.timescale.sql`` only on the TimescaleDB path and ``0002_time_bucket.plain.sql``
+only on plain PostgreSQL. The path is chosen once per database: TimescaleDB when the extension is
+installed or available (and the database was not already built on the plain path), else plain.
+
+Each migration runs in its own transaction together with its row in ``schema_migrations``; a
+session-level advisory lock makes concurrent runners wait for each other, after which the
+second one finds nothing to do. The service roles are cluster-wide: the SQL creates them
+NOLOGIN, and the runner gives a role LOGIN with the password the environment provides (as a
+SCRAM verifier, so the clear-text password never reaches the server or its logs).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from importlib import resources
+
+import psycopg
+from plantmon_common.logging import setup_logging
+from plantmon_common.settings import DatabaseSettings, PlaceholderSecretError, require_secret
+from psycopg import sql
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("plantmon_writer", "plantmon_alerts", "plantmon_reader")
+"""The service roles the migrations create (cluster-wide, NOLOGIN until given a password)."""
+
+# Any constant works; it only has to be the same for every runner of this schema.
+ADVISORY_LOCK_KEY = 0x706C_616E_746D_6F6E  # "plantmon"
+
+_FILE_NAME = re.compile(r"^(?P<number>\d{4})_(?P<name>[a-z0-9_]+?)(?:\.(?P<path>timescale|plain))?\.sql$")
+
+
+class StoragePath(StrEnum):
+    """Where samples live: TimescaleDB hypertables or plain PostgreSQL tables."""
+
+    TIMESCALE = "timescale"
+    PLAIN = "plain"
+
+
+class MigrationError(RuntimeError):
+    """A migration file is malformed or a migration failed to apply."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One SQL file: ``name`` is its file name without ``.sql``, ``only`` its path or None for both."""
+
+    number: int
+    name: str
+    only: StoragePath | None
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+    def applies_to(self, path: StoragePath) -> bool:
+        return self.only is None or self.only is path
+
+
+def load_migrations() -> list[Migration]:
+    """Every migration shipped in the package, in order (number, then name)."""
+    found: list[Migration] = []
+    for entry in resources.files("plantmon_db").joinpath("migrations").iterdir():
+        if not entry.name.endswith(".sql"):
+            continue
+        match = _FILE_NAME.match(entry.name)
+        if match is None:
+            raise MigrationError(f"migration file {entry.name!r} does not look like NNNN_name[.timescale|.plain].sql")
+        only = StoragePath(match["path"]) if match["path"] else None
+        found.append(Migration(int(match["number"]), entry.name.removesuffix(".sql"), only, entry.read_text("utf-8")))
+    found.sort(key=lambda m: (m.number, m.name))
+    return found
+
+
+def scram_sha256_verifier(password: str, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (RFC 5802 / 7677)."""
+    salt = secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+    client_key = hmac.digest(salted, b"Client Key", "sha256")
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.digest(salted, b"Server Key", "sha256")
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode("ascii")
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def _ensure_bookkeeping(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    conn.execute(
+        """
+        CREATE TABLE IF NOT EXISTS schema_migrations (
+            name text PRIMARY KEY,
+            storage_path text NOT NULL,
+            checksum text NOT NULL,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )
+        """
+    )
+
+
+def _choose_path(conn: psycopg.Connection[tuple[object, ...]], applied: dict[str, str]) -> StoragePath:
+    installed = conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'").fetchone()
+    available = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone()
+    if installed:
+        return StoragePath.TIMESCALE
+    if applied and StoragePath.PLAIN.value in applied.values():
+        # The path is chosen once per database; switching needs a dump and restore.
+        if available:
+            logger.warning("TimescaleDB is available but this database was built on plain PostgreSQL; staying plain")
+        return StoragePath.PLAIN
+    return StoragePath.TIMESCALE if available else StoragePath.PLAIN
+
+
+def _set_role_passwords(conn: psycopg.Connection[tuple[object, ...]], role_passwords: dict[str, str]) -> None:
+    for role in ROLES:
+        password = role_passwords.get(role)
+        if password:
+            statement = sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(scram_sha256_verifier(password))
+            )
+            _retry_on_race(conn, functools.partial(conn.execute, statement))
+            logger.info("role can log in with the configured password", extra={"role": role})
+            continue
+        row = conn.execute("SELECT rolcanlogin FROM pg_roles WHERE rolname = %s", (role,)).fetchone()
+        can_login = bool(row and row[0])
+        logger.info(
+            "no password configured for role; its login is unchanged",
+            extra={"role": role, "can_login": can_login},
+        )
+
+
+def _apply(conn: psycopg.Connection[tuple[object, ...]], migration: Migration, path: StoragePath) -> None:
+    with conn.transaction():
+        conn.execute(migration.sql.encode("utf-8"))
+        conn.execute(
+            "INSERT INTO schema_migrations (name, storage_path, checksum) VALUES (%s, %s, %s)",
+            (migration.name, path.value, migration.checksum),
+        )
+
+
+def _is_race(exc: psycopg.Error) -> bool:
+    """Errors from two databases of one cluster changing the same (cluster-wide) role at once."""
+    if isinstance(exc, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected):
+        return True
+    return isinstance(exc, psycopg.errors.InternalError_) and "concurrently" in str(exc)
+
+
+def _retry_on_race(conn: psycopg.Connection[tuple[object, ...]], action: Callable[[], object]) -> None:
+    """Run ``action`` (a transaction of its own), again after a race on cluster-wide objects.
+
+    The advisory lock serialises runners of one database only; roles are shared by every
+    database of the cluster, and PostgreSQL reports concurrent updates of one role as an error.
+    """
+    for attempt in range(1, 6):
+        try:
+            action()
+            return
+        except psycopg.Error as exc:
+            if not _is_race(exc) or attempt == 5:
+                raise
+            logger.info("concurrent change of a cluster-wide object, retrying", extra={"attempt": attempt})
+            time.sleep(0.05 * attempt)
+
+
+def migrate(conninfo: str, role_passwords: dict[str, str] | None = None) -> list[str]:
+    """Apply the pending migrations to the database ``conninfo`` names; return their names.
+
+    ``conninfo`` must connect as the schema owner (a superuser or a role that may create
+    roles). ``role_passwords`` maps role names (:data:`ROLES`) to passwords; a role with a
+    password gets LOGIN, one without keeps its current login state (NOLOGIN when new).
+    """
+    role_passwords = role_passwords or {}
+    unknown = set(role_passwords) - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown roles {sorted(unknown)}; expected some of {list(ROLES)}")
+    migrations = load_migrations()
+    done: list[str] = []
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        # Session-level: held across the per-migration transactions, released on close.
+        conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+        try:
+            _ensure_bookkeeping(conn)
+            applied = {
+                str(name): str(path)
+                for name, path in conn.execute("SELECT name, storage_path FROM schema_migrations").fetchall()
+            }
+            path = _choose_path(conn, applied)
+            logger.info(
+                "storage path: TimescaleDB"
+                if path is StoragePath.TIMESCALE
+                else "storage path: plain PostgreSQL (TimescaleDB not available)",
+                extra={"storage_path": path.value},
+            )
+            for migration in migrations:
+                if migration.name in applied or not migration.applies_to(path):
+                    continue
+                logger.info("applying migration", extra={"migration": migration.name})
+                try:
+                    _retry_on_race(conn, functools.partial(_apply, conn, migration, path))
+                except psycopg.Error as exc:
+                    raise MigrationError(f"migration {migration.name} failed: {exc}") from exc
+                done.append(migration.name)
+            _warn_changed(conn, migrations)
+            _set_role_passwords(conn, role_passwords)
+        finally:
+            if not conn.closed:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+    logger.info("migrations done", extra={"applied": done, "storage_path": path.value})
+    return done
+
+
+def _warn_changed(conn: psycopg.Connection[tuple[object, ...]], migrations: list[Migration]) -> None:
+    recorded = {str(n): str(c) for n, c in conn.execute("SELECT name, checksum FROM schema_migrations").fetchall()}
+    for migration in migrations:
+        checksum = recorded.get(migration.name)
+        if checksum is not None and checksum != migration.checksum:
+            logger.warning(
+                "an applied migration file has changed since it was applied; it is not re-run",
+                extra={"migration": migration.name},
+            )
+
+
+class MigrateSettings(BaseSettings):
+    """The service roles' passwords (``DB_*``); the connection itself comes from ``PG*``."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_prefix="DB_")
+
+    writer_password: SecretStr | None = Field(default=None, description="Password of plantmon_writer (scraper)")
+    alerts_password: SecretStr | None = Field(default=None, description="Password of plantmon_alerts (alert worker)")
+    reader_password: SecretStr | None = Field(default=None, description="Password of plantmon_reader (Grafana)")
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+    def role_passwords(self) -> dict[str, str]:
+        """Role name -> password for the roles whose password is set; placeholders are refused."""
+        out: dict[str, str] = {}
+        for role, env, value in (
+            ("plantmon_writer", "DB_WRITER_PASSWORD", self.writer_password),
+            ("plantmon_alerts", "DB_ALERTS_PASSWORD", self.alerts_password),
+            ("plantmon_reader", "DB_READER_PASSWORD", self.reader_password),
+        ):
+            checked = require_secret(env, value)
+            if checked is not None:
+                out[role] = checked.get_secret_value()
+        return out
+
+
+def main() -> None:
+    """``plantmon-migrate``: migrate the database ``PG*`` names, set role passwords from ``DB_*``."""
+    settings = MigrateSettings()
+    setup_logging("migrate", settings.log_level, "text" if settings.log_format == "text" else "json")
+    try:
+        passwords = settings.role_passwords()
+        database = DatabaseSettings()  # type: ignore[call-arg]  # PGUSER comes from the environment
+        migrate(database.conninfo(), passwords)
+    except PlaceholderSecretError as exc:
+        logger.error("refusing a placeholder secret", extra={"error": str(exc)})
+        sys.exit(2)
+    except ValidationError as exc:
+        logger.error("invalid settings", extra={"error": str(exc)})
+        sys.exit(2)
+    except (psycopg.Error, MigrationError) as exc:
+        logger.error("migration failed", extra={"error": str(exc)})
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""The scraper against a real secure asyncua server and a real PostgreSQL with the real migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from asyncua import ua
+from plantmon_common.metrics import new_registry
+from plantmon_common.opcua import Sample
+from plantmon_db.migrate import migrate
+from plantmon_dev.postgres import PostgresCluster, ephemeral_cluster
+from plantmon_dev.procs import free_port
+from plantmon_scraper.metrics import ScraperMetrics
+from plantmon_scraper.service import Scraper
+from plantmon_scraper.settings import ScraperSettings
+from plantmon_scraper.store import SampleStore
+from psycopg_pool import AsyncConnectionPool
+
+from services.opc_scraper.tests.support import (
+    TAG_PATHS,
+    PlantServer,
+    fetch_rows,
+    metric,
+    scraper_settings,
+    stamps,
+    wait_for,
+)
+from tests.plugins.database import role_conninfo
+
+BAD = ua.StatusCodes.BadSensorFailure
+
+
+def now_ms() -> datetime:
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+async def publish_range(server: PlantServer, start: int, stop: int, base: datetime) -> None:
+    """Publish start..stop-1 on every tag, each value with its own source timestamp."""
+    ts = stamps(base)
+    for i in range(start, stop):
+        for path in server.paths:
+            await server.publish(path, float(i), ts(i))
+        await asyncio.sleep(0.01)
+
+
+async def healthy(port: int) -> bool:
+    async with httpx.AsyncClient() as client:
+        return (await client.get(f"http://127.0.0.1:{port}/health")).status_code == 200
+
+
+def values_by_path(rows: list[tuple[str, datetime, float | None, int]]) -> dict[str, list[float | None]]:
+    out: dict[str, list[float | None]] = collections.defaultdict(list)
+    for path, _, value, _ in rows:
+        out[path].append(value)
+    return out
+
+
+async def test_scraper_stores_every_notification_once_with_its_status(
+    migrated_db: dict[str, str], plant_server: PlantServer, tmp_path: Path
+) -> None:
+    settings = scraper_settings(plant_server.url, migrated_db, migrated_db["writer_password"], tmp_path / "client")
+    reader = role_conninfo(migrated_db, "plantmon_reader", migrated_db["reader_password"])
+    base = now_ms()
+    ts = stamps(base)
+    async with Scraper(settings, new_registry("scraper", with_process=False)) as scraper:
+        await wait_for(lambda: healthy(scraper.http_port), what="scraper subscribed and healthy")
+        await publish_range(plant_server, 0, 50, base)
+        # A bad-quality value and three equal values in a row, each with its own source timestamp.
+        await plant_server.publish("Plant/Temperature/Upper", 999.0, ts(50), status=BAD)
+        for i in (51, 52, 53):
+            await plant_server.publish("Plant/Temperature/Lower", 7.0, ts(i))
+            await asyncio.sleep(0.02)
+        expected = 50 * len(TAG_PATHS) + 1 + 3
+
+        async def all_stored() -> bool:
+            return len(await fetch_rows(reader, base)) >= expected
+
+        await wait_for(all_stored, what="every sample stored")
+        await asyncio.sleep(0.3)  # anything extra (a duplicate) would show up now
+        assert await metric(scraper.http_port, "plantmon_scraper_rows_written_total") >= expected
+        assert await metric(scraper.http_port, "plantmon_scraper_db_up") == 1
+        assert await metric(scraper.http_port, "plantmon_scraper_dropped_total") == 0
+
+    rows = await fetch_rows(reader, base)
+    assert len(rows) == expected
+    values = values_by_path(rows)
+    assert values["Plant/RPM/MainShaft"] == [float(i) for i in range(50)]
+    # OPC UA carries no value with a Bad status: the row keeps the status and a NULL value.
+    assert values["Plant/Temperature/Upper"] == [*(float(i) for i in range(50)), None]
+    assert values["Plant/Temperature/Lower"] == [*(float(i) for i in range(50)), 7.0, 7.0, 7.0]
+    statuses = {(path, time): status for path, time, _, status in rows}
+    assert statuses[("Plant/Temperature/Upper", ts(50))] == BAD
+    assert statuses[("Plant/Temperature/Upper", ts(49))] == 0
+    assert {time for path, time, _, _ in rows if path == "Plant/RPM/MainShaft"} == {ts(i) for i in range(50)}
+
+    with psycopg.connect(reader) as conn:
+        tags = conn.execute("SELECT path, sensor, tag FROM tags ORDER BY path").fetchall()
+    assert tags == [
+        ("Plant/RPM/MainShaft", "rpm", "main_shaft"),
+        ("Plant/Temperature/Lower", "temperature", "lower"),
+        ("Plant/Temperature/Upper", "temperature", "upper"),
+    ]
+
+
+async def test_scraper_resubscribes_after_opc_server_restart(
+    migrated_db: dict[str, str], plant_server: PlantServer, tmp_path: Path
+) -> None:
+    settings = scraper_settings(plant_server.url, migrated_db, migrated_db["writer_password"], tmp_path / "client")
+    reader = role_conninfo(migrated_db, "plantmon_reader", migrated_db["reader_password"])
+    base = now_ms()
+    async with Scraper(settings, new_registry("scraper", with_process=False)) as scraper:
+        await wait_for(lambda: healthy(scraper.http_port), what="scraper subscribed")
+        await publish_range(plant_server, 0, 20, base)
+
+        async def stored(n: int) -> bool:
+            return len(await fetch_rows(reader, base)) >= n * len(TAG_PATHS)
+
+        await wait_for(lambda: stored(20), what="first values stored")
+        await plant_server.stop()
+        await wait_for(lambda: not scraper.subscriber.connected, what="the scraper to notice the loss")
+        restarted = PlantServer(plant_server.port, plant_server.cert_dir, TAG_PATHS)
+        await restarted.start()
+        try:
+            await wait_for(lambda: healthy(scraper.http_port), what="scraper subscribed again")
+            await publish_range(restarted, 20, 40, base)
+            await wait_for(lambda: stored(40), what="values after the restart stored")
+            assert await metric(scraper.http_port, "plantmon_scraper_opcua_reconnects_total") >= 1
+        finally:
+            await restarted.stop()
+
+    values = values_by_path(await fetch_rows(reader, base))
+    for path in TAG_PATHS:
+        assert values[path] == [float(i) for i in range(40)], path
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[PostgresCluster]:
+    """A cluster of this test's own: it is stopped and started again, which the shared one must not be."""
+    with ephemeral_cluster() as cluster:
+        yield cluster
+
+
+async def test_scraper_loses_nothing_across_a_database_outage(
+    own_cluster: PostgresCluster, plant_server: PlantServer, tmp_path: Path
+) -> None:
+    writer_password = "writer-Secret-outage"
+    await asyncio.to_thread(migrate, own_cluster.conninfo(), {"plantmon_writer": writer_password})
+    env = own_cluster.env()
+    settings = scraper_settings(plant_server.url, env, writer_password, tmp_path / "client")
+    superuser = own_cluster.conninfo()
+    base = now_ms()
+    async with Scraper(settings, new_registry("scraper", with_process=False)) as scraper:
+        await wait_for(lambda: healthy(scraper.http_port), what="scraper subscribed")
+        await publish_range(plant_server, 0, 20, base)
+
+        async def stored(n: int) -> bool:
+            return len(await fetch_rows(superuser, base)) >= n * len(TAG_PATHS)
+
+        await wait_for(lambda: stored(20), what="values before the outage stored")
+        await asyncio.to_thread(own_cluster.stop, "fast")
+        await publish_range(plant_server, 20, 60, base)
+        await wait_for(lambda: scraper.store.db_up is False, what="the scraper to notice the outage")
+        assert not await healthy(scraper.http_port)
+        await asyncio.to_thread(own_cluster.start)
+        await wait_for(lambda: stored(60), timeout=60, what="values from the outage stored")
+        assert await metric(scraper.http_port, "plantmon_scraper_db_up") == 1
+        assert await metric(scraper.http_port, "plantmon_scraper_write_errors_total") >= 1
+
+    rows = await fetch_rows(superuser, base)
+    values = values_by_path(rows)
+    for path in TAG_PATHS:
+        assert values[path] == [float(i) for i in range(60)], path
+
+
+async def test_full_queue_drops_and_counts_without_blocking() -> None:
+    settings = ScraperSettings(queue_max=2, database={"user": "plantmon_writer"})  # type: ignore[arg-type]
+    registry = new_registry("scraper", with_process=False)
+    pool = AsyncConnectionPool("", open=False)
+    store = SampleStore(pool, settings, ScraperMetrics(registry))
+    for i in range(5):
+        store.put(Sample("Plant/RPM/MainShaft", float(i), 0, datetime.now(UTC)))
+    assert store.queue.qsize() == 2
+    assert store.dropped == 3
+    assert registry.get_sample_value("plantmon_scraper_dropped_total") == 3
+    assert registry.get_sample_value("plantmon_scraper_notifications_total") == 5
+
+
+def scraper_env(settings: ScraperSettings, http_port: int, db: dict[str, str], writer_password: str) -> dict[str, str]:
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PG", "SCRAPER_"))},
+        "PGHOST": db["PGHOST"],
+        "PGPORT": db["PGPORT"],
+        "PGDATABASE": db["PGDATABASE"],
+        "PGUSER": "plantmon_writer",
+        "PGPASSWORD": writer_password,
+        "SCRAPER_HTTP_HOST": "127.0.0.1",
+        "SCRAPER_HTTP_PORT": str(http_port),
+        "SCRAPER_OPCUA__URL": settings.opcua.url,
+        "SCRAPER_OPCUA__USERNAME": settings.opcua.username or "",
+        "SCRAPER_OPCUA__PASSWORD": settings.opcua.password.get_secret_value() if settings.opcua.password else "",
+        "SCRAPER_OPCUA__CERT_DIR": str(settings.opcua.cert_dir),
+        "SCRAPER_OPCUA__HOSTNAME": "localhost",
+    }
+
+
+async def test_console_script_scrapes_and_stops_on_sigterm(
+    migrated_db: dict[str, str], plant_server: PlantServer, tmp_path: Path
+) -> None:
+    settings = scraper_settings(plant_server.url, migrated_db, migrated_db["writer_password"], tmp_path / "client")
+    port = free_port()
+    env = scraper_env(settings, port, migrated_db, migrated_db["writer_password"])
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "plantmon_scraper", env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+
+        async def up() -> bool:
+            try:
+                return await healthy(port)
+            except httpx.HTTPError:
+                return False
+
+        await wait_for(up, what="the scraper process to be healthy")
+        base = now_ms()
+        await publish_range(plant_server, 0, 10, base)
+        reader = role_conninfo(migrated_db, "plantmon_reader", migrated_db["reader_password"])
+
+        async def stored() -> bool:
+            return len(await fetch_rows(reader, base)) >= 10 * len(TAG_PATHS)
+
+        await wait_for(stored, what="samples from the scraper process")
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+def test_console_script_refuses_a_placeholder_opcua_password(migrated_db: dict[str, str], tmp_path: Path) -> None:
+    settings = scraper_settings("opc.tcp://127.0.0.1:1/", migrated_db, "x", tmp_path / "client")
+    env = {**scraper_env(settings, free_port(), migrated_db, "writer-pw-1"), "SCRAPER_OPCUA__PASSWORD": "changeme"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "plantmon_scraper"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2
+    assert "SCRAPER_OPCUA__PASSWORD" in proc.stderr

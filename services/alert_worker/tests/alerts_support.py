@@ -1,0 +1,125 @@
+"""Helpers of the alert worker tests: a secure asyncua plant server, a cuttable TCP proxy, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from asyncua import Node, Server, ua
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.user_managers import UserManager
+from plantmon_common.opcua import ensure_certificate
+from plantmon_dev.procs import free_port
+
+T = TypeVar("T")
+
+OPC_USER = "alerts"
+OPC_PASSWORD = "opc-password-for-tests"
+
+
+class _Users(UserManager):
+    """One service account; everybody else (anonymous included) is refused."""
+
+    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None):
+        if username == OPC_USER and password == OPC_PASSWORD:
+            return User(role=UserRole.User)
+        return None
+
+
+@dataclass
+class PlantServer:
+    server: Server
+    url: str
+    upper: Node
+
+    async def write(self, node: Node, value: float, status: int = ua.StatusCodes.Good) -> None:
+        await node.write_value(
+            ua.DataValue(
+                ua.Variant(value, ua.VariantType.Double),
+                StatusCode=ua.StatusCode(status),
+                SourceTimestamp=datetime.now(UTC),
+            )
+        )
+
+
+@contextlib.asynccontextmanager
+async def plant_server(cert_dir: Path) -> AsyncIterator[PlantServer]:
+    """Objects/Plant/Temperature/Upper on a free port, Basic256Sha256 SignAndEncrypt + username only."""
+    port = free_port()
+    url = f"opc.tcp://127.0.0.1:{port}/freeopcua/server/"
+    uri = "urn:plantmon:test:opc-server"
+    server = Server(user_manager=_Users())
+    await server.init()
+    server.set_endpoint(url)
+    await server.set_application_uri(uri)
+    server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+    server.set_identity_tokens([ua.UserNameIdentityToken])
+    cert, key = await ensure_certificate(cert_dir, uri, "localhost", server=True)
+    await server.load_certificate(str(cert))
+    await server.load_private_key(str(key))
+    idx = await server.register_namespace("urn:plantmon:plant")
+    plant = await server.nodes.objects.add_object(ua.NodeId("Plant", idx), ua.QualifiedName("Plant", idx))
+    temperature = await plant.add_object(ua.NodeId("Plant/Temperature", idx), ua.QualifiedName("Temperature", idx))
+    upper = await temperature.add_variable(
+        ua.NodeId("Plant/Temperature/Upper", idx), ua.QualifiedName("Upper", idx), 20.0, ua.VariantType.Double
+    )
+    async with server:
+        yield PlantServer(server, url, upper)
+
+
+class CuttableProxy:
+    """A TCP proxy in front of PostgreSQL whose link the test cuts and restores (a database outage)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        """Refuse new connections and break every open one."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+
+async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 30.0, what: str = "") -> T:
+    """Poll ``probe`` until it returns something not None (bounded)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await probe()
+        if result is not None:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or probe}")
+        await asyncio.sleep(0.1)

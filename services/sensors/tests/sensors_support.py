@@ -1,0 +1,32 @@
+"""Helpers shared by the sensor service's tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+ADMIN_TOKEN = "test-admin-token-1"
+
+
+class RunningService:
+    """A started sensor service and an HTTP client for it."""
+
+    def __init__(self, app: FastAPI, client: httpx.AsyncClient) -> None:
+        self.app = app
+        self.client = client
+
+
+async def until(probe: Callable[[], Awaitable[Any]], deadline_s: float = 10.0) -> Any:
+    """Poll ``probe`` until it returns something truthy; fail after ``deadline_s``."""
+    end = time.monotonic() + deadline_s
+    while True:
+        result = await probe()
+        if result:
+            return result
+        assert time.monotonic() < end, "condition not reached in time"
+        await asyncio.sleep(0.05)

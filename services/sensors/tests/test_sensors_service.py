@@ -1,0 +1,134 @@
+"""Settings, modes, driver failures, and the process: start, serve, stop on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from plantmon_common.tags import Quality
+from plantmon_sensors.api import create_app
+from plantmon_sensors.catalog import SENSOR_BY_ID, SENSORS, SensorKind
+from plantmon_sensors.devices import DeviceSet, HardwareNotSupportedError, adapt
+from plantmon_sensors.domain import SnapshotStore
+from plantmon_sensors.drivers import NoResponseError
+from plantmon_sensors.sampler import Sampler
+from plantmon_sensors.settings import SensorSettings
+from plantmon_sensors.simulator import Simulation
+from pydantic import ValidationError
+
+
+def test_faults_come_from_a_comma_list_or_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENSORS_FAULTS", "overheating, sensor_stopped:audio")
+    assert SensorSettings().faults == ["overheating", "sensor_stopped:audio"]
+    monkeypatch.setenv("SENSORS_FAULTS", '["bearing_wear"]')
+    assert SensorSettings().faults == ["bearing_wear"]
+    monkeypatch.setenv("SENSORS_FAULTS", "meltdown")
+    with pytest.raises(ValidationError, match="unknown fault"):
+        SensorSettings()
+
+
+def test_defaults_and_placeholder_tokens(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in list(os.environ):
+        if key.startswith("SENSORS_"):
+            monkeypatch.delenv(key)
+    settings = SensorSettings()
+    assert (settings.http_port, settings.mode, settings.seed, settings.admin_token) == (8080, "sim", 42, None)
+    assert (settings.temperature_interval_s, settings.audio_interval_s) == (0.5, 1.0)
+    monkeypatch.setenv("SENSORS_ADMIN_TOKEN", "changeme")
+    with pytest.raises(ValidationError, match="placeholder"):
+        SensorSettings()
+
+
+def test_hardware_mode_is_refused_clearly() -> None:
+    with pytest.raises(HardwareNotSupportedError, match="not yet supported"):
+        create_app(SensorSettings(mode="hardware"))
+
+
+class _BrokenRpm:
+    """A hardware stand-in whose library raises something unexpected."""
+
+    async def read_rpm(self) -> float:
+        raise RuntimeError("SPI bus exploded")
+
+
+class _HangingVoltage:
+    """A hardware stand-in that never answers."""
+
+    async def read_volts(self) -> float:
+        await asyncio.sleep(3600)
+        return 0.0
+
+
+async def test_a_failing_or_hanging_driver_degrades_only_its_own_tags() -> None:
+    sim = Simulation(1)
+    devices = {
+        "temperature_upper": adapt(SENSOR_BY_ID["temperature_upper"], sim.temperature("temperature_upper", "upper")),
+        "rpm": adapt(SENSOR_BY_ID["rpm"], _BrokenRpm()),
+        "voltage": adapt(SENSOR_BY_ID["voltage"], _HangingVoltage()),
+    }
+    intervals = dict.fromkeys(SensorKind, 0.05)
+    store = SnapshotStore({})
+    sampler = Sampler(DeviceSet(devices, sim), intervals, store)
+    await sampler.start()  # the hanging read is bounded by the read timeout
+    await sampler.stop()
+    assert store.get("Plant/Temperature/Upper").quality is Quality.GOOD
+    rpm, voltage = store.get("Plant/RPM/MainShaft"), store.get("Plant/Voltage/MainSupply")
+    assert rpm.quality is Quality.BAD and rpm.reason == "driver error: RuntimeError"
+    assert voltage.quality is Quality.BAD and voltage.reason == "no response"
+    health = {h.sensor_id: h for h in sampler.health()}
+    assert health["temperature_upper"].status == "ok" and health["rpm"].status == "degraded"
+
+
+def test_adapt_refuses_a_driver_of_the_wrong_kind() -> None:
+    with pytest.raises(TypeError, match="does not implement the rpm protocol"):
+        adapt(SENSOR_BY_ID["rpm"], _HangingVoltage())  # type: ignore[arg-type]
+
+
+def test_catalog_has_one_spec_per_sensor_and_a_driver_error_family() -> None:
+    assert len({s.sensor_id for s in SENSORS}) == len(SENSORS)
+    assert NoResponseError().reason == "no response"
+    assert np.isfinite(Simulation(0).advance().upper_c)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_console_script_serves_and_stops_on_sigterm(tmp_path: Any) -> None:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORS_")}
+    env.update({"SENSORS_HTTP_HOST": "127.0.0.1", "SENSORS_HTTP_PORT": str(port), "SENSORS_LOG_FORMAT": "json"})
+    log = (tmp_path / "sensors.log").open("w+")
+    proc = subprocess.Popen([sys.executable, "-m", "plantmon_sensors"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            assert proc.poll() is None, (tmp_path / "sensors.log").read_text()
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                if response.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "service did not come up"
+            time.sleep(0.1)
+        assert httpx.get(f"http://127.0.0.1:{port}/rpm").json()["quality"] == "good"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = (tmp_path / "sensors.log").read_text()
+    assert '"message": "sampling stopped"' in output

@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-
 from plantmon_dev.nginx import default_template
 from plantmon_dev.stack import Ports, Stack
 
@@ -75,7 +74,7 @@ def wait_for_upper_value_that_crossed_every_hop(stack: Stack, timeout: float) ->
 
 
 def test_upper_temperature_crosses_dmz_opcua_and_scraper_unchanged(stack: Stack) -> None:
-    stamp, value = wait_for_upper_value_that_crossed_every_hop(stack, timeout=60)
+    _stamp, value = wait_for_upper_value_that_crossed_every_hop(stack, timeout=60)
     assert -200 <= value <= 1350
 
 
@@ -114,7 +113,7 @@ def test_forced_overheating_raises_an_alert_row(stack: Stack) -> None:
                 (UPPER,),
             ).fetchone()
             if row:
-                severity, value, state = row
+                severity, value, _state = row
                 assert value is not None and value > 100 and severity >= 3
                 return
             time.sleep(1)
@@ -132,6 +131,5 @@ def test_a_dmz_that_denies_the_readings_path_breaks_the_pipeline(tmp_path: Path)
     text = default_template().read_text()
     assert "location = /api/v1/readings" in text
     template.write_text(text.replace("location = /api/v1/readings", "location = /api/v1/readings-denied"))
-    with new_stack(dmz_template=template, with_prometheus=False) as broken:
-        with pytest.raises(TimeoutError):
-            wait_for_upper_value_that_crossed_every_hop(broken, timeout=20)
+    with new_stack(dmz_template=template, with_prometheus=False) as broken, pytest.raises(TimeoutError):
+        wait_for_upper_value_that_crossed_every_hop(broken, timeout=20)

@@ -7,9 +7,8 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from psycopg import sql
-
 from plantmon_dev.postgres import PostgresCluster, ephemeral_cluster
+from psycopg import sql
 
 _counter = itertools.count()
 

@@ -3,7 +3,7 @@
 #
 #   scripts/bootstrap.sh venv     the Python venv (.venv) with every package, pinned with hashes
 #   scripts/bootstrap.sh system   + PostgreSQL, nginx and Prometheus binaries (apt) for `task up`
-#   scripts/bootstrap.sh test     + what the test suite needs (docker-compose 1.29 for config checks)
+#   scripts/bootstrap.sh test     + what the test suite needs (docker-compose 1.29, npm, chromium, PortAudio)
 #
 # System packages are installed with apt-get when running as root, with sudo when it works
 # without a password prompt, and otherwise named in a clear message. The local stack never uses
@@ -42,11 +42,11 @@ venv() {
   fi
   [ -x .venv/bin/python ] || python3 -m venv .venv
   local stamp=.venv/.plantmon-installed want
-  want="$(cat requirements/lock.txt */*/pyproject.toml db/pyproject.toml devtools/pyproject.toml | sha256sum | cut -c1-64)"
+  want="$(cat requirements/dev.txt */*/pyproject.toml db/pyproject.toml devtools/pyproject.toml | sha256sum | cut -c1-64)"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "installing Python packages into .venv"
     .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q --require-hashes -r requirements/lock.txt
+    .venv/bin/python -m pip install -q --require-hashes -r requirements/dev.txt
     .venv/bin/python -m pip install -q --no-deps \
       -e services/common -e services/sensors -e services/opc_server -e services/opc_scraper \
       -e services/alert_worker -e db -e devtools
@@ -71,8 +71,10 @@ system() {
 
 testdeps() {
   local missing=()
-  command -v docker-compose >/dev/null || missing+=(docker-compose)
-  command -v npm >/dev/null || missing+=(npm)
+  command -v docker-compose >/dev/null || missing+=(docker-compose)   # compose config checks
+  command -v npm >/dev/null || missing+=(npm)                          # compose schema, WASM TimescaleDB
+  command -v chromium >/dev/null || missing+=(chromium)                # operator page in a real browser
+  ldconfig -p 2>/dev/null | grep -q libportaudio || missing+=(libportaudio2)   # sounddevice's PortAudio
   apt_install "${missing[@]}"
 }
 

@@ -70,7 +70,7 @@ def test_image_builds_a_venv_with_ci_commands_and_runs_it_slim_and_unprivileged(
     stages = [value for key, value in steps if key == "FROM"]
     assert stages == ["${PYTHON_IMAGE} AS builder", "${PYTHON_IMAGE} AS runtime"]
     runs = " ".join(value for key, value in steps if key == "RUN")
-    assert "pip install --no-cache-dir --require-hashes -r requirements/lock.txt" in runs
+    assert "pip install --no-cache-dir --require-hashes -r requirements/runtime.txt" in runs
     installs = " ".join(f"./{source}" for source in image.sources)
     assert f"pip install --no-cache-dir --no-deps {installs}" in runs
     runtime = steps[[key for key, _ in steps].index("FROM", 1) :]
@@ -124,7 +124,7 @@ def test_dockerignore_sends_what_the_images_copy_and_nothing_private() -> None:
             if key == "COPY" and not value.startswith("--from"):
                 source = value.split()[0]
                 needed.add(source if "." in Path(source).name else f"{source}/pyproject.toml")
-    assert "requirements/lock.txt" in needed
+    assert "requirements/runtime.txt" in needed
     for path in sorted(needed):
         assert not dockerignore_excludes(path), path
     for private in (".env", ".git/config", ".venv/bin/python", "services/sensors/tests/test_x.py", "docs/a.md"):

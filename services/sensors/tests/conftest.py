@@ -1,8 +1,15 @@
-"""Fixtures for the sensor service: fast settings and a real uvicorn server on a free port."""
+"""Fixtures for the sensor service: fast settings and a real uvicorn server on a free port.
+
+librosa's numba kernels are compiled once per test session into a persistent cache under
+``.data/test-cache/numba`` (about 30 s the first time on this machine, a few seconds later) by the
+``warm_librosa`` fixture, so every service the tests start has its audio features ready at once.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -13,6 +20,19 @@ from plantmon_sensors.api import create_app
 from plantmon_sensors.settings import SensorSettings
 
 from services.sensors.tests.sensors_support import ADMIN_TOKEN, RunningService
+
+NUMBA_CACHE = Path(__file__).resolve().parents[3] / ".data" / "test-cache" / "numba"
+os.environ.setdefault("NUMBA_CACHE_DIR", str(NUMBA_CACHE))
+
+
+@pytest.fixture(scope="session")
+def warm_librosa() -> None:
+    """librosa loaded once for the session (blocking), so services start with audio ready."""
+    from plantmon_sensors.features import configure_numba_cache, warm_up_librosa
+
+    configure_numba_cache(Path(os.environ["NUMBA_CACHE_DIR"]))
+    warm_up_librosa()
+
 
 FAST = {
     "temperature_interval_s": 0.05,
@@ -32,15 +52,17 @@ def make_settings(monkeypatch: pytest.MonkeyPatch) -> Callable[..., SensorSettin
             monkeypatch.delenv(key)
 
     def make(**overrides: Any) -> SensorSettings:
-        return SensorSettings(**{"http_host": "127.0.0.1", "http_port": 0, **FAST, **overrides})
+        # Features in a thread: librosa is warm in this process already (warm_librosa), so every
+        # service starts with audio ready; the worker process has its own tests.
+        defaults = {"http_host": "127.0.0.1", "http_port": 0, "numba_cache_dir": NUMBA_CACHE, **FAST}
+        defaults["audio"] = {"features_in": "thread"}
+        return SensorSettings(**{**defaults, **overrides})
 
     return make
 
 
 @pytest.fixture
-def start_service(
-    make_settings: Callable[..., SensorSettings],
-) -> Callable[..., Any]:
+def start_service(make_settings: Callable[..., SensorSettings], warm_librosa: None) -> Callable[..., Any]:
     """``async with start_service(**settings) as svc``: uvicorn on 127.0.0.1 and a free port."""
     import contextlib
 

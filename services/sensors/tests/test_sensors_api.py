@@ -10,6 +10,7 @@ from plantmon_common.tags import TagMeta, TagReading, split_path
 
 from services.sensors.tests.sensors_support import ADMIN_TOKEN, RunningService, until
 
+FEATURE_TIME = "plantmon_sensors_feature_extraction_seconds"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 SEED_PATHS = (
     ["Plant/Temperature/Upper", "Plant/Temperature/Lower", "Plant/RPM/MainShaft", "Plant/Voltage/MainSupply"]
@@ -222,6 +223,13 @@ async def test_overheating_through_admin_crosses_100_degrees(service: RunningSer
     assert (await c.put("/admin/faults/overheating", json={"active": False}, headers=AUTH)).status_code == 200
 
 
+async def test_faults_scheduled_in_config_switch_on_and_off(start_service: Callable[..., Any]) -> None:
+    async with start_service(admin_token=ADMIN_TOKEN, fault_schedule="sensor_stopped:voltage@0.3+0.6") as svc:
+        await until(lambda: _quality_is(svc.client, "/voltage", "bad"))
+        assert (await svc.client.get("/voltage")).json()["reason"] == "no response"
+        await until(lambda: _quality_is(svc.client, "/voltage", "good"))
+
+
 async def test_faults_configured_at_start_are_active(start_service: Callable[..., Any]) -> None:
     async with start_service(admin_token=ADMIN_TOKEN, faults=["sensor_stopped:rpm", "voltage_sag"]) as svc:
         rpm = (await svc.client.get("/rpm")).json()
@@ -250,6 +258,11 @@ async def test_health_and_metrics(service: RunningService) -> None:
         assert f'plantmon_sensors_reads_total{{sensor="{sensor}"}}' in text
         assert f'plantmon_sensors_last_good_read_age_seconds{{sensor="{sensor}"}}' in text
     assert "plantmon_sensors_feature_extraction_seconds_count" in text
+    count = next(
+        line for line in text.splitlines() if line.startswith("plantmon_sensors_feature_extraction_seconds_count")
+    )
+    assert float(count.split()[-1]) >= 1  # the simulator's audio went through the librosa feature path
+    assert 'plantmon_sensors_read_errors_total{sensor="rpm"}' in text
 
 
 async def test_health_is_503_when_sampling_is_dead(service: RunningService) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from plantmon_sensors.catalog import N_BANDS, N_MFCC
-from plantmon_sensors.features import band_edges, band_of, extract_features
+from plantmon_sensors.features import FeatureConfig, FeatureExtractor, band_edges, band_of, extract_features
 from plantmon_sensors.simulator import PlantModel, sound
 
 SR = 16_000
@@ -57,3 +57,18 @@ def test_shaft_harmonic_follows_speed() -> None:
 
 def _asdict(state: object) -> dict[str, float]:
     return {name: getattr(state, name) for name in state.__slots__}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("layout", "sample_rate", "freq"),
+    [("linear", 16_000, 3000.0), ("log", 16_000, 150.0), ("log", 16_000, 5000.0), ("mel", 44_100, 12_000.0)],
+)
+def test_a_tone_lands_in_its_band_with_other_layouts_and_rates(layout: str, sample_rate: int, freq: float) -> None:
+    config = FeatureConfig(sample_rate=sample_rate, band_layout=layout, n_fft=2048, hop_length=1024)  # type: ignore[arg-type]
+    t = np.arange(sample_rate // 2) / sample_rate
+    signal = np.sin(2 * np.pi * freq * t) + 1e-4 * np.random.default_rng(0).standard_normal(t.size)
+    bands = np.array(FeatureExtractor(config).extract(signal).spectrum_db)
+    band = band_of(freq, sample_rate, config=config)
+    edges = band_edges(sample_rate, config=config)
+    assert edges[band] <= freq < edges[band + 1] and edges[-1] == sample_rate / 2
+    assert int(np.argmax(bands)) == band and bands[band] == pytest.approx(0.0, abs=1.0)

@@ -15,15 +15,16 @@ import httpx
 import numpy as np
 import pytest
 from plantmon_common.tags import Quality
-from plantmon_sensors.api import create_app
 from plantmon_sensors.catalog import SENSOR_BY_ID, SENSORS, SensorKind
-from plantmon_sensors.devices import DeviceSet, HardwareNotSupportedError, adapt
+from plantmon_sensors.devices import DeviceSet, adapt
 from plantmon_sensors.domain import SnapshotStore
 from plantmon_sensors.drivers import NoResponseError
 from plantmon_sensors.sampler import Sampler
 from plantmon_sensors.settings import SensorSettings
 from plantmon_sensors.simulator import Simulation
 from pydantic import ValidationError
+
+from services.sensors.tests.sensors_support import until
 
 
 def test_faults_come_from_a_comma_list_or_json(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,9 +49,52 @@ def test_defaults_and_placeholder_tokens(monkeypatch: pytest.MonkeyPatch) -> Non
         SensorSettings()
 
 
-def test_hardware_mode_is_refused_clearly() -> None:
-    with pytest.raises(HardwareNotSupportedError, match="not yet supported"):
-        create_app(SensorSettings(mode="hardware"))
+async def test_hardware_mode_without_devices_serves_bad_tags_and_logs_each_missing_device_once(
+    start_service: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real libraries on a machine with no SPI, GPIO chip, I2C bus or audio input."""
+    monkeypatch.setenv("GPIOZERO_PIN_FACTORY", "unset")  # so that the variable is restored after the test
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY")
+    assert not os.path.exists("/dev/spidev0.0") and not os.path.exists("/dev/i2c-1")
+    caplog.set_level("INFO", logger="plantmon_sensors")
+    async with start_service(mode="hardware", retry_min_s=0.05, retry_max_s=0.2) as svc:
+        await asyncio.sleep(1.0)  # several sampling ticks, several retries
+        rows = {r["path"]: r for r in (await svc.client.get("/api/v1/readings")).json()["readings"]}
+        assert all(r["quality"] == "bad" and r["reason"].startswith("device missing") for r in rows.values()), rows
+        assert "/dev/spidev0.0" in rows["Plant/Temperature/Upper"]["reason"]
+        assert "/dev/spidev0.1" in rows["Plant/Temperature/Lower"]["reason"]
+        assert "GPIO 23" in rows["Plant/RPM/MainShaft"]["reason"]
+        assert "i2c-1" in rows["Plant/Voltage/MainSupply"]["reason"]
+        assert "audio input" in rows["Plant/Audio/Level"]["reason"]
+        health = (await svc.client.get("/health")).json()
+        assert health["status"] == "degraded" and set(health["drivers"].values()) == {"hardware"}
+        assert os.environ["GPIOZERO_PIN_FACTORY"] == "lgpio"  # the Pi 5's factory is the default
+    missing = [r for r in caplog.records if r.getMessage().startswith("device missing")]
+    assert sorted(r.device for r in missing) == sorted(  # type: ignore[attr-defined]
+        ["/dev/spidev0.0", "/dev/spidev0.1", "GPIO 23", "ADS1115 at 0x48 on /dev/i2c-1", "default audio input"]
+    )
+
+
+async def test_per_sensor_driver_overrides_mix_simulated_and_real(start_service: Any) -> None:
+    async with start_service(mode="hardware", drivers="audio=sim,temperature_upper=sim") as svc:
+        rows = {r["path"]: r for r in (await svc.client.get("/api/v1/readings")).json()["readings"]}
+        assert rows["Plant/Temperature/Upper"]["quality"] == "good"
+        assert rows["Plant/Temperature/UpperColdJunction"]["quality"] == "good"
+        assert rows["Plant/Audio/Level"]["quality"] == "good"
+        assert rows["Plant/Temperature/Lower"]["quality"] == "bad"
+        drivers = (await svc.client.get("/health")).json()["drivers"]
+        assert drivers["audio"] == "sim" and drivers["rpm"] == "hardware"
+
+
+def test_driver_overrides_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENSORS_DRIVERS", '{"rpm": "hardware"}')
+    assert SensorSettings().driver_for("rpm") == "hardware" and SensorSettings().driver_for("audio") == "sim"
+    monkeypatch.setenv("SENSORS_DRIVERS", "thermometer=sim")
+    with pytest.raises(ValidationError, match="unknown sensor"):
+        SensorSettings()
+    monkeypatch.setenv("SENSORS_DRIVERS", "rpm=magic")
+    with pytest.raises(ValidationError):
+        SensorSettings()
 
 
 class _BrokenRpm:
@@ -132,3 +176,23 @@ def test_console_script_serves_and_stops_on_sigterm(tmp_path: Any) -> None:
             proc.wait()
     output = (tmp_path / "sensors.log").read_text()
     assert '"message": "sampling stopped"' in output
+
+
+async def test_audio_features_run_in_a_worker_process_by_default(start_service: Any) -> None:
+    """The default: librosa warms up and runs in a child process; audio turns good once it is ready."""
+    from plantmon_sensors.features import FeatureWorker
+
+    async with start_service(audio={"features_in": "process"}) as svc:
+        worker = svc.app.state.service.devices.extractor
+        assert isinstance(worker, FeatureWorker)
+        assert worker._process.pid != os.getpid()
+
+        async def audio_good() -> bool:
+            level = (await svc.client.get("/api/v1/readings/Plant/Audio/Level")).json()
+            assert level["quality"] in ("good", "uncertain"), level  # uncertain = "warming up", never bad
+            return bool(level["quality"] == "good")
+
+        await until(audio_good, deadline_s=180)
+        process = worker._process
+    assert not process.is_alive()  # stopped with the service
+    assert SensorSettings().audio.features_in == "process"

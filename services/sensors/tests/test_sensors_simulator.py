@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from plantmon_sensors.drivers import NoResponseError, OpenCircuitError
-from plantmon_sensors.simulator import Fault, FaultError, PlantModel, Simulation, parse_fault_spec
+from plantmon_sensors.simulator import (
+    Fault,
+    FaultError,
+    PlantModel,
+    Simulation,
+    WeibullFailure,
+    parse_fault_spec,
+    parse_schedule_spec,
+)
 
 
 def run(model: PlantModel, seconds: float, dt: float = 0.5) -> list[float]:
@@ -130,3 +138,49 @@ def test_fault_specs_are_checked() -> None:
         parse_fault_spec("sensor_stopped")
     with pytest.raises(FaultError, match="unknown sensor"):
         parse_fault_spec("sensor_stopped:nope")
+
+
+def test_scheduled_faults_switch_on_and_off_at_their_model_time() -> None:
+    now = [0.0]
+    sim = Simulation(3, clock=lambda: now[0], schedule=["overheating@10+20", "sensor_stopped:rpm@5"])
+    for t, overheating, rpm_stopped in [(4.9, False, False), (5.0, False, True), (9.9, False, True), (10.0, True, True),
+                                        (29.9, True, True), (30.1, False, True)]:  # fmt: skip
+        now[0] = t
+        sim.advance()
+        assert sim.faults.is_active(Fault.OVERHEATING) is overheating, t
+        assert sim.faults.sensor_stopped("rpm") is rpm_stopped, t
+    with pytest.raises(FaultError, match="needs a time"):
+        parse_schedule_spec("overheating")
+    with pytest.raises(FaultError, match="seconds"):
+        parse_schedule_spec("overheating@soon")
+
+
+def test_a_large_clock_step_applies_a_scheduled_fault_at_its_own_time() -> None:
+    now = [0.0]
+    hot = Simulation(3, clock=lambda: now[0], schedule=["overheating@10+20"])
+    now[0] = 40.0  # one read long after the fault ended: the model still lived through it
+    assert hot.advance().upper_c > Simulation(3, clock=lambda: 40.0).advance().upper_c + 5
+
+
+def test_weibull_time_to_failure_is_seeded_and_switches_its_fault_on() -> None:
+    failure = WeibullFailure("bearing_wear", shape=2.0, scale_s=100.0)
+    draws = [Simulation(seed, failure=failure).failure_at_s for seed in (1, 1, 2)]
+    assert draws[0] == draws[1] != draws[2]
+    many = np.array([Simulation(seed, failure=failure).failure_at_s for seed in range(300)])
+    assert 80 < many.mean() < 100  # Weibull(k=2, lambda=100): mean = 100 * Gamma(1.5) = 88.6
+    now = [0.0]
+    sim = Simulation(1, clock=lambda: now[0], failure=failure)
+    assert sim.failure_at_s is not None
+    now[0] = sim.failure_at_s - 0.5
+    sim.advance()
+    assert not sim.faults.is_active(Fault.BEARING_WEAR)
+    now[0] = sim.failure_at_s + 0.5
+    sim.advance()
+    assert sim.faults.is_active(Fault.BEARING_WEAR)
+
+
+async def test_open_thermocouple_keeps_the_cold_junction() -> None:
+    sim = Simulation(1, faults=["thermocouple_open"])
+    reading = await sim.temperature("temperature_upper", "upper").read_thermocouple()
+    assert reading.celsius is None and reading.fault == "open circuit"
+    assert 20 < reading.cold_junction_celsius < 35 and (reading.cold_junction_celsius * 16).is_integer()

@@ -55,6 +55,7 @@ class HealthResponse(BaseModel):
 
     status: Literal["ok", "degraded", "dead"]
     mode: str
+    drivers: dict[str, str] = Field(default_factory=dict, description="sim or hardware, per sensor id")
     version: str
     sensors: list[SensorHealth]
     dead_loops: list[str] = Field(default_factory=list)
@@ -158,8 +159,12 @@ def create_app(settings: SensorSettings, registry: CollectorRegistry | None = No
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with service.sampler:
-            yield
+        service.devices.start()  # librosa warms up in the background; audio tags say "warming up" meanwhile
+        try:
+            async with service.sampler:
+                yield
+        finally:
+            service.devices.close()
 
     app = FastAPI(
         title="plantmon sensors",
@@ -251,6 +256,7 @@ def create_app(settings: SensorSettings, registry: CollectorRegistry | None = No
         body = HealthResponse(
             status=overall,
             mode=settings.mode,
+            drivers=service.devices.drivers,
             version=__version__,
             sensors=sensors,
             dead_loops=service.sampler.dead_loops(),

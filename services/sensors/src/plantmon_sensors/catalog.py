@@ -69,6 +69,7 @@ SENSORS: tuple[SensorSpec, ...] = (
 )
 
 _TEMPERATURE_RANGE = (-200.0, 1350.0)  # the MAX31855's type K range
+_COLD_JUNCTION_RANGE = (-40.0, 125.0)  # the MAX31855's operating range
 _MFCC_RANGE_C0 = (-1500.0, 500.0)  # c0 sums the log-mel energies, so it spans more
 _MFCC_RANGE = (-400.0, 400.0)
 _BAND_RANGE = (-120.0, 20.0)
@@ -89,6 +90,22 @@ TAGS: tuple[TagSpec, ...] = (
         "temperature_lower",
         "celsius",
         "Lower bearing temperature",
+    ),
+    TagSpec(
+        "Plant/Temperature/UpperColdJunction",
+        "°C",
+        *_COLD_JUNCTION_RANGE,
+        "temperature_upper",
+        "cold_junction_celsius",
+        "Cold-junction (board) temperature of the upper thermocouple amplifier",
+    ),
+    TagSpec(
+        "Plant/Temperature/LowerColdJunction",
+        "°C",
+        *_COLD_JUNCTION_RANGE,
+        "temperature_lower",
+        "cold_junction_celsius",
+        "Cold-junction (board) temperature of the lower thermocouple amplifier",
     ),
     TagSpec("Plant/RPM/MainShaft", "1/min", 0.0, 6000.0, "rpm", "rpm", "Main shaft speed"),
     TagSpec("Plant/Voltage/MainSupply", "V", 0.0, 60.0, "voltage", "volts", "Main DC supply voltage"),

@@ -16,6 +16,9 @@ from datetime import UTC, datetime
 from plantmon_common.tags import Quality, TagReading
 
 from plantmon_sensors.catalog import TAGS, TagSpec, tags_of
+from plantmon_sensors.drivers import ChannelFault
+
+Channels = Mapping[str, float | ChannelFault]
 
 
 def utc_now() -> datetime:
@@ -38,12 +41,15 @@ def _row(tag: TagSpec, value: float | None, quality: Quality, reason: str | None
     )
 
 
-def good_readings(sensor_id: str, channels: Mapping[str, float], observed_at: datetime) -> list[TagReading]:
-    """Rows for a successful read: good, or uncertain outside the EU range, bad when a channel is missing."""
+def good_readings(sensor_id: str, channels: Channels, observed_at: datetime) -> list[TagReading]:
+    """Rows for a successful read: good, or uncertain outside the EU range, bad when a channel is
+    missing or carries a :class:`~plantmon_sensors.drivers.ChannelFault` (with its reason)."""
     rows = []
     for tag in tags_of(sensor_id):
         raw = channels.get(tag.channel)
-        if raw is None or not math.isfinite(raw):
+        if isinstance(raw, ChannelFault):
+            rows.append(_row(tag, None, Quality.BAD, raw.reason, observed_at))
+        elif raw is None or not math.isfinite(raw):
             rows.append(_row(tag, None, Quality.BAD, "invalid value", observed_at))
         elif not tag.eu_low <= raw <= tag.eu_high:
             rows.append(_row(tag, float(raw), Quality.UNCERTAIN, "outside EU range", observed_at))
@@ -52,9 +58,12 @@ def good_readings(sensor_id: str, channels: Mapping[str, float], observed_at: da
     return rows
 
 
-def bad_readings(sensor_id: str, reason: str, observed_at: datetime) -> list[TagReading]:
-    """Rows for a failed read: every tag of that sensor bad with ``reason`` and no value."""
-    return [_row(tag, None, Quality.BAD, reason, observed_at) for tag in tags_of(sensor_id)]
+def bad_readings(
+    sensor_id: str, reason: str, observed_at: datetime, quality: Quality = Quality.BAD
+) -> list[TagReading]:
+    """Rows for a failed read: every tag of that sensor ``quality`` (bad; uncertain while warming up)
+    with ``reason`` and no value."""
+    return [_row(tag, None, quality, reason, observed_at) for tag in tags_of(sensor_id)]
 
 
 class SnapshotStore:

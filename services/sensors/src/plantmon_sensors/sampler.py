@@ -18,12 +18,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Literal
 
+from plantmon_common.tags import Quality
 from pydantic import BaseModel, Field
 
 from plantmon_sensors.catalog import SensorKind
 from plantmon_sensors.devices import Device, DeviceSet
 from plantmon_sensors.domain import SnapshotStore, bad_readings, good_readings, utc_now
-from plantmon_sensors.drivers import SensorError
+from plantmon_sensors.drivers import ChannelFault, SensorError, WarmingUpError
 from plantmon_sensors.metrics import SensorMetrics
 
 logger = logging.getLogger(__name__)
@@ -79,8 +80,11 @@ class Sampler:
         state = self._state[sensor_id]
         timeout = max(MIN_READ_TIMEOUT_S, 2 * self.intervals[device.spec.kind])
         reason: str | None = None
+        quality = Quality.BAD
         try:
             channels = await asyncio.wait_for(device.read(), timeout=timeout)
+        except WarmingUpError as exc:
+            reason, quality = exc.reason, Quality.UNCERTAIN
         except SensorError as exc:
             reason = exc.reason
         except TimeoutError:
@@ -95,18 +99,24 @@ class Sampler:
             self.metrics.reads.labels(sensor_id).inc()
         if reason is None:
             self.store.update(good_readings(sensor_id, channels, observed_at))
-            state.last_good = time.monotonic()
-            if state.degraded_logged:
-                logger.info("sensor recovered", extra={"sensor": sensor_id})
-            state.reason, state.degraded_logged = None, False
+            # A channel fault (an open thermocouple behind a chip that answers) degrades the sensor too.
+            faults = [v.reason for v in channels.values() if isinstance(v, ChannelFault)]
+            reason = ", ".join(dict.fromkeys(faults)) if faults else None
+            if reason is None:
+                state.last_good = time.monotonic()
+                if state.degraded_logged:
+                    logger.info("sensor recovered", extra={"sensor": sensor_id})
+                state.reason, state.degraded_logged = None, False
+                return
         else:
-            self.store.update(bad_readings(sensor_id, reason, observed_at))
+            self.store.update(bad_readings(sensor_id, reason, observed_at, quality))
+        if quality is Quality.BAD:
             state.errors += 1
             if self.metrics:
                 self.metrics.read_errors.labels(sensor_id).inc()
-            if not state.degraded_logged or state.reason != reason:
-                logger.warning("sensor degraded", extra={"sensor": sensor_id, "reason": reason})
-            state.reason, state.degraded_logged = reason, True
+        if not state.degraded_logged or state.reason != reason:
+            logger.warning("sensor degraded", extra={"sensor": sensor_id, "reason": reason})
+        state.reason, state.degraded_logged = reason, True
 
     async def _loop(self, device: Device) -> None:
         interval = self.intervals[device.spec.kind]

@@ -2,6 +2,10 @@
 
 ``overheating``, ``overspeed``, ``voltage_sag`` and ``bearing_wear`` change the plant model's
 physics; ``thermocouple_open`` and ``sensor_stopped`` break a sensor and leave the plant alone.
+
+A fault is switched on at start (``SENSORS_FAULTS``), at a scheduled time
+(``SENSORS_FAULT_SCHEDULE``: ``FAULT@START+DURATION`` in seconds after start, see
+:func:`parse_schedule_spec`), by the Weibull time to failure, or at run time through ``/admin``.
 """
 
 from __future__ import annotations
@@ -60,6 +64,35 @@ def parse_fault_spec(text: str) -> tuple[Fault, str | None]:
     if sensor:
         raise FaultError(f"fault {fault.value!r} takes no sensor")
     return fault, None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledFault:
+    """A fault switched on ``start_s`` seconds after the simulation starts, for ``duration_s`` (None: stays)."""
+
+    fault: Fault
+    sensor: str | None
+    start_s: float
+    duration_s: float | None
+
+
+def parse_schedule_spec(text: str) -> ScheduledFault:
+    """``"overheating@60+120"``: on at t+60 s for 120 s; ``"sensor_stopped:rpm@30"``: on at t+30 s, stays."""
+    spec, at, timing = text.strip().partition("@")
+    if not at:
+        raise FaultError(f"scheduled fault {text!r} needs a time: write FAULT@START_S or FAULT@START_S+DURATION_S")
+    fault, sensor = parse_fault_spec(spec)
+    start_text, plus, duration_text = timing.partition("+")
+    try:
+        start = float(start_text)
+        duration = float(duration_text) if plus else None
+    except ValueError:
+        raise FaultError(
+            f"scheduled fault {text!r}: START_S and DURATION_S are seconds, e.g. overheating@60+120"
+        ) from None
+    if start < 0 or (duration is not None and duration <= 0):
+        raise FaultError(f"scheduled fault {text!r}: START_S >= 0 and DURATION_S > 0 are required")
+    return ScheduledFault(fault, sensor, start, duration)
 
 
 def _check_sensor(sensor: str) -> None:

@@ -13,7 +13,9 @@ Dynamics (first-order lags, integrated exactly so any ``dt`` is stable):
 - temperatures: towards ``ambient + friction(speed) + load heat (+ wear, + overheating)``;
   the upper bearing with a 12 s lag, the lower one cooler and slower;
 - supply voltage: about 24 V minus a load-dependent sag (``voltage_sag`` removes another 5.5 V);
-- bearing wear: towards 1 while ``bearing_wear`` is active, back to 0 after (10 s lag).
+- bearing wear: towards 1 while ``bearing_wear`` is active, back to 0 after (10 s lag); with
+  ``wear_ramp_s`` > 0 it instead grows linearly from where it is to 1 over that many seconds, so a
+  developing fault starts inside the healthy noise (the anomaly benchmark uses this).
 """
 
 from __future__ import annotations
@@ -68,9 +70,12 @@ def _lag(value: float, target: float, dt: float, tau: float) -> float:
 class PlantModel:
     """The plant's physics; ``faults`` is shared with the simulated drivers."""
 
-    def __init__(self, rng: np.random.Generator, faults: FaultSet | None = None) -> None:
+    def __init__(self, rng: np.random.Generator, faults: FaultSet | None = None, wear_ramp_s: float = 0.0) -> None:
+        if wear_ramp_s < 0:
+            raise ValueError("wear_ramp_s must not be negative")
         self.rng = rng
         self.faults = faults if faults is not None else FaultSet()
+        self.wear_ramp_s = wear_ramp_s
         self.speed_setpoint_rpm = NOMINAL_RPM
         self._time = 0.0
         self._load = float(rng.uniform(0.3, 0.9))
@@ -130,7 +135,11 @@ class PlantModel:
             self._next_load_change += float(rng.exponential(MEAN_LOAD_CHANGE_S))
         wander = rng.standard_normal(2) * math.sqrt(dt)
         self._ambient = _lag(self._ambient, AMBIENT_C, dt, TAU_AMBIENT_S) + 0.05 * float(wander[0])
-        self._wear = _lag(self._wear, 1.0 if self.faults.is_active(Fault.BEARING_WEAR) else 0.0, dt, TAU_WEAR_S)
+        wearing = self.faults.is_active(Fault.BEARING_WEAR)
+        if wearing and self.wear_ramp_s > 0:
+            self._wear = min(1.0, self._wear + dt / self.wear_ramp_s)
+        else:
+            self._wear = _lag(self._wear, 1.0 if wearing else 0.0, dt, TAU_WEAR_S)
         self._speed = _lag(self._speed, self._speed_target(), dt, TAU_SPEED_S) + 3.0 * float(wander[1])
         self._upper = _lag(self._upper, self._upper_target(), dt, TAU_UPPER_S)
         self._lower = _lag(self._lower, self._lower_target(), dt, TAU_LOWER_S)

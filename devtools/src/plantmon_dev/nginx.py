@@ -113,6 +113,25 @@ def render_dmz(template: Path, values: Mapping[str, str]) -> str:
     return PLACEHOLDER.sub(lambda match: resolved[match.group(1)], text)
 
 
+def with_tls(config: str, listen: str, cert: Path, key: Path) -> str:
+    """The rendered config with its one ``listen`` switched to TLS (``ssl``, TLS 1.2/1.3 only).
+
+    TLS between the OPC UA server and the DMZ is optional, so it is applied to the rendered text
+    rather than being a placeholder every deployment must set.
+    """
+    plain = f"listen {listen};"
+    if config.count(plain) != 1:
+        raise DmzConfigError(f"expected exactly one '{plain}' in the rendered config")
+    return config.replace(
+        plain,
+        f"listen {listen} ssl;\n"
+        f"        ssl_certificate {cert};\n"
+        f"        ssl_certificate_key {key};\n"
+        "        ssl_protocols TLSv1.2 TLSv1.3;\n"
+        "        ssl_session_cache shared:dmz_tls:1m;",
+    )
+
+
 def _worker_user() -> str:
     """Root: workers as ``nobody nogroup``; otherwise the invoking user (nginx ignores ``user`` then)."""
     if is_root():
@@ -136,6 +155,8 @@ class NginxDmz:
     rate: str = "50r/s"
     burst: int = 100
     template: Path = field(default_factory=default_template)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
     _temporary: bool = field(default=False, init=False, repr=False)
 
@@ -163,11 +184,17 @@ class NginxDmz:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls_cert is not None else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the running process (nginx's master), None when stopped."""
+        return self._proc.pid if self.running and self._proc is not None else None
 
     def values(self) -> dict[str, str]:
         """The template values for this instance."""
@@ -186,7 +213,10 @@ class NginxDmz:
     def write_config(self) -> Path:
         """Render the template into ``<prefix>/nginx.conf`` and create the folders it names."""
         (self.prefix_dir / "logs").mkdir(parents=True, exist_ok=True)
-        self.conf_path.write_text(render_dmz(self.template, self.values()), encoding="utf-8")
+        text = render_dmz(self.template, self.values())
+        if self.tls_cert is not None:
+            text = with_tls(text, self.values()["DMZ_LISTEN"], self.tls_cert, self.tls_key or self.tls_cert)
+        self.conf_path.write_text(text, encoding="utf-8")
         if is_root():
             # Workers (nobody) must be able to enter the prefix to reach their temp folders.
             self.prefix_dir.chmod(0o755)

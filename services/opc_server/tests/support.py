@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asyncua import Client, ua
 from fastapi import FastAPI, Response
 from fastapi.encoders import jsonable_encoder
-from plantmon_common.opcua import OpcUaClientSettings
+from plantmon_common.opcua import OpcUaClientSettings, PlantSubscriber, Sample, datavalue_to_sample
 from plantmon_common.service import serve_http
 from plantmon_dev.procs import free_port
 from plantmon_opc_server.server import PlantServer, running_server
@@ -148,3 +149,49 @@ async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError("condition not met in time")
         await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def subscribed(client_cfg: OpcUaClientSettings, sink: list[Sample]) -> AsyncIterator[PlantSubscriber]:
+    """A running :class:`PlantSubscriber` (every tag, StatusValueTimestamp) appending to ``sink``."""
+    stop = asyncio.Event()
+    subscriber = PlantSubscriber(client_cfg, sink.append)
+    task = asyncio.create_task(subscriber.run(stop), name="test-subscriber")
+    try:
+        await wait_until(lambda: subscriber.connected, timeout=20)
+        yield subscriber
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=20)
+
+
+def history_reader_settings(server: OpcServerSettings, tmp_path: Path) -> OpcUaClientSettings:
+    return client_settings(server, tmp_path, username="operator", password=SecretStr(OPERATOR_PASSWORD))
+
+
+async def read_history(
+    client: Client, path: str, start: datetime | None, end: datetime | None, num_values: int = 0
+) -> tuple[list[Sample], list[ua.StatusCode]]:
+    """ReadRaw of one tag, following continuation points; the samples and each answer's status."""
+    ns = await client.get_namespace_index("urn:plantmon:plant")
+    node = client.get_node(ua.NodeId(path, ns))
+    details = ua.ReadRawModifiedDetails(
+        IsReadModified=False,
+        StartTime=start or ua.get_win_epoch(),
+        EndTime=end or ua.get_win_epoch(),
+        NumValuesPerNode=num_values,
+        ReturnBounds=False,
+    )
+    samples: list[Sample] = []
+    statuses: list[ua.StatusCode] = []
+    continuation: bytes | None = None
+    for _ in range(10_000):
+        result = await node.history_read(details, continuation)
+        statuses.append(result.StatusCode)
+        if not result.StatusCode.is_good():
+            break
+        samples += [datavalue_to_sample(path, dv) for dv in result.HistoryData.DataValues]
+        continuation = result.ContinuationPoint
+        if not continuation:
+            break
+    return samples, statuses

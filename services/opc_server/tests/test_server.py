@@ -155,3 +155,26 @@ async def test_certificate_is_generated_once_and_reused(sensor_api: FakeSensorAp
     async with plant_server(settings):
         pass
     assert (settings.cert_dir / "cert.der").read_bytes() == first
+
+
+async def test_an_uncertain_reading_without_a_value_is_published_as_waiting_not_dropped(
+    sensor_api: FakeSensorApi, tmp_path: Path
+) -> None:
+    # e.g. the audio features while they warm up: quality uncertain, no value yet
+    sensor_api.add("Plant/Audio/MFCC/Coefficient_0", "", -500.0, 500.0, 0.0)
+    settings = server_settings(tmp_path, f"http://127.0.0.1:{sensor_api.port}")
+    async with plant_server(settings), connect(client_settings(settings, tmp_path)) as client:
+        sensor_api.set("Plant/Audio/MFCC/Coefficient_0", value=None, quality="uncertain", reason="warming up")
+
+        async def waiting() -> bool:
+            dv = await read(client, "Plant/Audio/MFCC/Coefficient_0")
+            return dv.StatusCode.value == ua.StatusCodes.BadWaitingForInitialData
+
+        await wait_until(waiting)
+        sensor_api.set("Plant/Audio/MFCC/Coefficient_0", value=3.5, quality="uncertain", reason="noisy")
+
+        async def uncertain_with_value() -> bool:
+            dv = await read(client, "Plant/Audio/MFCC/Coefficient_0")
+            return dv.StatusCode.value == ua.StatusCodes.UncertainSensorNotAccurate and dv.Value.Value == 3.5
+
+        await wait_until(uncertain_with_value)

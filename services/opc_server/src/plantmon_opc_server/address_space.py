@@ -7,10 +7,11 @@ so they are stable across restarts and new tags never renumber old ones.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 
 from asyncua import Node, Server, ua
 from plantmon_common.tags import UNITS, TagMeta
+
+from plantmon_opc_server.history import PlantHistory
 
 logger = logging.getLogger(__name__)
 
@@ -32,11 +33,11 @@ def eu_information(unit_symbol: str) -> ua.EUInformation:
 class PlantAddressSpace:
     """Creates and finds the Plant nodes; knows nothing about where values come from."""
 
-    def __init__(self, server: Server, ns: int, sampling_interval_ms: float, history_window: timedelta) -> None:
+    def __init__(self, server: Server, ns: int, sampling_interval_ms: float, history: PlantHistory) -> None:
         self.server = server
         self.ns = ns
         self.sampling_interval_ms = sampling_interval_ms
-        self.history_window = history_window
+        self.history = history
         self.folders: dict[str, Node] = {}
         self.variables: dict[str, ua.NodeId] = {}
 
@@ -103,7 +104,8 @@ class PlantAddressSpace:
                 ua.AttributeIds.AccessLevel,
                 ua.DataValue(ua.Variant(ua.AccessLevel.CurrentRead.mask, ua.VariantType.Byte)),
             )
-        await self.server.historize_node_data_change(variable, period=self.history_window)
+        # Historizing: the poll loop records every published value itself (see history.py).
+        await self.history.new_historized_node(nodeid, self.history.window)
         self.variables[tag.path] = nodeid
         logger.debug("tag node created", extra={"path": tag.path})
         return nodeid

@@ -10,9 +10,11 @@ written DataValue has a new SourceTimestamp, so a change of status is always a n
 from __future__ import annotations
 
 import logging
+import ssl
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 from asyncua import ua
@@ -22,8 +24,28 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 logger = logging.getLogger(__name__)
 
 
+class PolledReading(BaseModel):
+    """One row of ``/api/v1/readings`` as the poll loop needs it.
+
+    Deliberately lighter than :class:`~plantmon_common.tags.TagReading` (no path validator, no
+    required metadata): it is parsed for every tag at every poll. A tag that is new to the
+    server is validated in full (:class:`TagMeta`) before it becomes a node.
+    """
+
+    path: str
+    value: float | None
+    quality: Quality
+    reason: str | None = None
+    observed_at: datetime
+    unit: str = ""
+    eu_low: float | None = None
+    eu_high: float | None = None
+    description: str = ""
+    sensor_id: str = ""
+
+
 class ReadingsPage(BaseModel):
-    readings: list[TagReading]
+    readings: list[PolledReading]
 
 
 TagList = TypeAdapter(list[TagMeta])
@@ -52,27 +74,50 @@ class PollHealth:
     last_error: str | None = None
     sensors_reachable: bool = False
     polls: int = 0
+    failing_since_poll: int | None = None
     tag_states: dict[str, TagState] = field(default_factory=dict)
 
 
-def status_for(reading: TagReading) -> ua.StatusCode:
+GOOD = ua.StatusCode(ua.StatusCodes.Good)
+UNCERTAIN_SENSOR = ua.StatusCode(ua.StatusCodes.UncertainSensorNotAccurate)
+UNCERTAIN_STALE = ua.StatusCode(ua.StatusCodes.UncertainLastUsableValue)
+BAD_SENSOR = ua.StatusCode(ua.StatusCodes.BadSensorFailure)
+BAD_COMMUNICATION = ua.StatusCode(ua.StatusCodes.BadCommunicationError)
+
+
+BAD_WAITING = ua.StatusCode(ua.StatusCodes.BadWaitingForInitialData)
+
+
+def status_for(reading: PolledReading | TagReading) -> ua.StatusCode:
+    """Good / Uncertain need a value (a Double variable cannot hold an Uncertain null)."""
     if reading.quality is Quality.GOOD and reading.value is not None:
-        return ua.StatusCode(ua.StatusCodes.Good)
+        return GOOD
     if reading.quality is Quality.UNCERTAIN:
-        return ua.StatusCode(ua.StatusCodes.UncertainSensorNotAccurate)
-    return ua.StatusCode(ua.StatusCodes.BadSensorFailure)
+        # e.g. the audio features while they warm up: no value yet is not a sensor failure
+        return UNCERTAIN_SENSOR if reading.value is not None else BAD_WAITING
+    return BAD_SENSOR
 
 
-def make_datavalue(value: float | None, status: ua.StatusCode, source: datetime) -> ua.DataValue:
+def make_datavalue(
+    value: float | None, status: ua.StatusCode, source: datetime, server_time: datetime | None = None
+) -> ua.DataValue:
     variant = ua.Variant(float(value), ua.VariantType.Double) if value is not None else ua.Variant()
-    return ua.DataValue(variant, StatusCode=status, SourceTimestamp=source, ServerTimestamp=datetime.now(UTC))
+    return ua.DataValue(
+        variant, StatusCode=status, SourceTimestamp=source, ServerTimestamp=server_time or datetime.now(UTC)
+    )
 
 
 class SensorPoller:
-    """Fetches ``/api/v1/readings`` through the DMZ."""
+    """Fetches ``/api/v1/readings`` through the DMZ (over TLS when the URL is https://)."""
 
-    def __init__(self, base_url: str, timeout_s: float) -> None:
-        self.client = httpx.AsyncClient(base_url=base_url, timeout=timeout_s, headers={"Accept": "application/json"})
+    def __init__(self, base_url: str, timeout_s: float, ca_file: Path | None = None) -> None:
+        verify: ssl.SSLContext | bool = True
+        if ca_file is not None:
+            verify = ssl.create_default_context(cafile=str(ca_file))
+            verify.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.client = httpx.AsyncClient(
+            base_url=base_url, timeout=timeout_s, headers={"Accept": "application/json"}, verify=verify
+        )
 
     async def _get(self, path: str) -> httpx.Response:
         try:
@@ -83,7 +128,7 @@ class SensorPoller:
             raise PollError(f"sensor API answered HTTP {response.status_code} for {path}")
         return response
 
-    async def fetch(self) -> tuple[list[TagReading], float]:
+    async def fetch(self) -> tuple[list[PolledReading], float]:
         """All readings and the request's latency in seconds; raises :class:`PollError`."""
         started = time.perf_counter()
         response = await self._get("/api/v1/readings")

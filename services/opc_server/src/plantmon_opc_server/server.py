@@ -8,19 +8,35 @@ import hmac
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from asyncua import Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.crypto.truststore import TrustStore
+from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.server.user_managers import UserManager
+from cryptography import x509
 from plantmon_common.metrics import new_registry
 from plantmon_common.opcua import ensure_certificate
 from plantmon_common.service import health_app, serve_http
-from plantmon_common.tags import TagMeta, TagReading
+from plantmon_common.tags import TagMeta
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import ValidationError
 
 from plantmon_opc_server.address_space import PlantAddressSpace, StatusObject
-from plantmon_opc_server.poller import PollError, PollHealth, SensorPoller, TagState, make_datavalue, status_for
+from plantmon_opc_server.history import PlantHistory, SampleArchive, install_history
+from plantmon_opc_server.poller import (
+    BAD_COMMUNICATION,
+    UNCERTAIN_STALE,
+    PolledReading,
+    PollError,
+    PollHealth,
+    SensorPoller,
+    TagState,
+    make_datavalue,
+    status_for,
+)
 from plantmon_opc_server.settings import OpcServerSettings
 
 logger = logging.getLogger(__name__)
@@ -45,6 +61,42 @@ class PasswordUserManager(UserManager):
             return User(role=UserRole.User, name=username)
         logger.warning("OPC UA login refused", extra={"user": username})
         return None
+
+
+class TrustListValidator:
+    """Refuses sessions of clients whose application certificate is not in the trust folder.
+
+    The folder (``*.der`` or ``*.pem`` files) is re-read when it changes, so
+    trusting a new client is copying its certificate there, without a restart.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._stamp: tuple[tuple[str, float], ...] | None = None
+        self._validator: CertificateValidator | None = None
+
+    async def _current(self) -> CertificateValidator:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        stamp = tuple(sorted((p.name, p.stat().st_mtime) for p in self.folder.iterdir() if p.is_file()))
+        if self._validator is None or stamp != self._stamp:
+            store = TrustStore([self.folder], [])
+            await store.load()
+            options = CertificateValidatorOptions.TRUSTED_VALIDATION | CertificateValidatorOptions.PEER_CLIENT
+            self._validator = CertificateValidator(options, store)
+            self._stamp = stamp
+            logger.info("client trust list loaded", extra={"folder": str(self.folder), "files": len(stamp)})
+        return self._validator
+
+    async def __call__(self, cert: x509.Certificate, app_description: ua.ApplicationDescription) -> None:
+        validator = await self._current()
+        try:
+            await validator.validate(cert, app_description)
+        except Exception:
+            logger.warning(
+                "OPC UA client certificate refused",
+                extra={"subject": cert.subject.rfc4514_string(), "application_uri": app_description.ApplicationUri},
+            )
+            raise
 
 
 class Metrics:
@@ -84,8 +136,9 @@ class PlantServer:
         self.server = Server(user_manager=PasswordUserManager(settings.users(), settings.dev_mode))
         self.space: PlantAddressSpace | None = None
         self.status: StatusObject | None = None
-        self.poller = SensorPoller(settings.sensors_url, settings.poll_timeout_s)
+        self.poller = SensorPoller(settings.sensors_url, settings.poll_timeout_s, settings.sensors_ca_file)
         self.first_good = asyncio.Event()
+        self.history: PlantHistory | None = None
 
     async def start(self) -> None:
         s = self.settings
@@ -108,8 +161,15 @@ class PlantServer:
         cert, key = await ensure_certificate(s.cert_dir, s.application_uri, s.public_hostname, server=True)
         await self.server.load_certificate(str(cert))
         await self.server.load_private_key(str(key))
+        if s.trusted_client_certs_dir is not None:
+            self.server.set_certificate_validator(TrustListValidator(s.trusted_client_certs_dir))  # type: ignore[arg-type]
+            logger.info("only clients in the trust list may connect", extra={"folder": str(s.trusted_client_certs_dir)})
         ns = await self.server.register_namespace(s.namespace_uri)
-        self.space = PlantAddressSpace(self.server, ns, s.poll_interval_s * 1000, timedelta(seconds=s.history_window_s))
+        archive = SampleArchive(s.db.conninfo(), s.db.timeout_s) if s.db is not None else None
+        self.history = PlantHistory(ns, timedelta(seconds=s.history_window_s), archive, s.history_max_values_per_read)
+        await self.history.init()
+        install_history(self.server, self.history)
+        self.space = PlantAddressSpace(self.server, ns, s.poll_interval_s * 1000, self.history)
         await self.space.root()
         self.status = StatusObject(self.server, ns)
         await self.status.create()
@@ -138,11 +198,18 @@ class PlantServer:
             await self.refresh_tags()
         now = datetime.now(UTC)
         for reading in readings:
-            await self._write_reading(reading, now)
+            if reading.path not in self.space.variables:
+                await self._add_from_reading(reading)
+        batch: list[tuple[str, ua.DataValue, TagState]] = []
+        judge = self._judge_reading
+        for reading in readings:
+            judge(reading, now, batch)
+        await self._write_batch(batch, now)
         if self.health.consecutive_failures or not self.health.sensors_reachable:
             logger.info("sensor API reachable", extra={"url": self.settings.sensors_url, "tags": len(readings)})
         self.health.last_success = now
         self.health.consecutive_failures = 0
+        self.health.failing_since_poll = None
         self.health.last_error = None
         self.health.sensors_reachable = True
         self.metrics.sensors_reachable.set(1)
@@ -158,18 +225,34 @@ class PlantServer:
             logger.warning("cannot fetch the tag list", extra={"error": str(exc)})
             return
         added = [t.path for t in tags if t.path not in self.space.variables]
-        for tag in tags:
+        for n, tag in enumerate(tags):
             await self.space.ensure(tag)
+            if n % 50 == 49:
+                await asyncio.sleep(0)  # thousands of new nodes: let sessions be served meanwhile
         if added:
             logger.info("tags added to the address space", extra={"count": len(added), "tags": added[:10]})
 
-    async def _write_reading(self, reading: TagReading, now: datetime) -> None:
+    async def _add_from_reading(self, reading: PolledReading) -> None:
+        """A tag in the readings but not (yet) in the tag list: its metadata comes along."""
+        assert self.space is not None
+        try:
+            meta = TagMeta.model_validate(reading.model_dump())
+        except ValidationError as exc:
+            logger.warning("ignoring a reading of an invalid tag", extra={"path": reading.path, "error": str(exc)})
+            return
+        await self.space.ensure(meta)
+        logger.info("tag added", extra={"path": reading.path})
+
+    def _judge_reading(
+        self, reading: PolledReading, now: datetime, batch: list[tuple[str, ua.DataValue, TagState]]
+    ) -> None:
+        """Decide the DataValue (if any) ``reading`` publishes and queue it in ``batch``."""
         assert self.space is not None
         if reading.path not in self.space.variables:
-            # Advertised in the readings but not (yet) in the tag list: its metadata comes along.
-            await self.space.ensure(TagMeta.model_validate(reading.model_dump()))
-            logger.info("tag added", extra={"path": reading.path})
-        state = self.health.tag_states.setdefault(reading.path, TagState())
+            return  # an invalid tag, refused above
+        state = self.health.tag_states.get(reading.path)
+        if state is None:
+            state = self.health.tag_states[reading.path] = TagState()
         observed = reading.observed_at
         if state.last_observed is None or observed > state.last_observed:
             state.last_observed = observed
@@ -180,46 +263,91 @@ class PlantServer:
             if reading.reason != state.reason and not status.is_good():
                 logger.warning("sensor reports a bad tag", extra={"path": reading.path, "reason": reading.reason})
             state.reason = reading.reason if not status.is_good() else None
-            await self._write(reading.path, make_datavalue(reading.value, status, observed), state)
-            if status.is_good():
-                self.first_good.set()
+            batch.append((reading.path, make_datavalue(reading.value, status, observed, now), state))
             return
         state.polls_without_news += 1
         if state.polls_without_news >= self.settings.stale_after_polls:
             # No new observation: the value is at best a last usable one, stamped now.
-            status = ua.StatusCode(ua.StatusCodes.UncertainLastUsableValue)
-            await self._write(reading.path, make_datavalue(reading.value, status, now), state)
+            # A stale reading without a value keeps its Bad status, re-stamped.
+            status = UNCERTAIN_STALE if reading.value is not None else status_for(reading)
+            batch.append((reading.path, make_datavalue(reading.value, status, now, now), state))
 
-    async def _write(self, path: str, dv: ua.DataValue, state: TagState) -> None:
-        assert self.space is not None
-        await self.server.write_attribute_value(self.space.variables[path], dv)
-        state.last_written = dv.SourceTimestamp
-        self.metrics.writes.labels(dv.StatusCode.name if dv.StatusCode else "Good").inc()
+    async def _write_batch(self, batch: list[tuple[str, ua.DataValue, TagState]], now: datetime) -> None:
+        """Publish one poll's DataValues through the address space and record them in the history ring.
+
+        ``Server.write_attribute_value`` adds two coroutine layers per value and drops the
+        result; the address space's own call (which also runs the subscriptions' data-change
+        callbacks) returns a StatusCode, checked here. Metrics are counted once per poll.
+        """
+        assert self.space is not None and self.history is not None
+        write = self.server.iserver.aspace.write_attribute_value
+        variables = self.space.variables
+        record = self.history.record
+        cutoff = now - self.history.window
+        value_attr = ua.AttributeIds.Value
+        counts: dict[str, int] = {}
+        for path, dv, state in batch:
+            result = await write(variables[path], value_attr, dv)
+            if not result.is_good():
+                logger.error(
+                    "value write refused",
+                    extra={
+                        "path": path,
+                        "status": result.name,
+                        "value_status": dv.StatusCode.name if dv.StatusCode else None,
+                    },
+                )
+                continue
+            record(path, dv, cutoff)
+            state.last_written = dv.SourceTimestamp
+            name = dv.StatusCode.name if dv.StatusCode is not None else "Good"
+            counts[name] = counts.get(name, 0) + 1
+        if "Good" in counts:
+            self.first_good.set()
+        for name, count in counts.items():
+            self.metrics.writes.labels(name).inc(count)
 
     async def _poll_failed(self, error: str) -> None:
         assert self.space is not None and self.status is not None
         h = self.health
         if h.consecutive_failures == 0:
             logger.warning("sensor API unreachable", extra={"url": self.settings.sensors_url, "error": error})
+            h.failing_since_poll = h.polls
         h.consecutive_failures += 1
         h.last_error = error
         h.sensors_reachable = False
         self.metrics.poll_failures.inc()
         self.metrics.sensors_reachable.set(0)
         now = datetime.now(UTC)
-        status = ua.StatusCode(ua.StatusCodes.BadCommunicationError)
+        batch = []
         for path in self.space.variables:
-            state = self.health.tag_states.setdefault(path, TagState())
-            await self._write(path, make_datavalue(None, status, now), state)
+            state = self.health.tag_states.get(path)
+            if state is None:
+                state = self.health.tag_states[path] = TagState()
+            batch.append((path, make_datavalue(None, BAD_COMMUNICATION, now, now), state))
+        await self._write_batch(batch, now)
         await self.status.update(
             ConsecutiveFailures=h.consecutive_failures, SensorsReachable=False, LastError=error[:500]
         )
 
+    def session_count(self) -> int:
+        """Activated client sessions (a connection without an activated session is not one)."""
+        clients = getattr(self.server.bserver, "clients", None) or []
+        return sum(
+            1
+            for protocol in clients
+            if protocol.processor is not None
+            and protocol.processor.session is not None
+            and protocol.processor.session.is_activated()
+        )
+
     def update_session_metrics(self) -> None:
+        # Only clients' subscriptions exist: history is recorded by the poll loop, not through
+        # asyncua's internal history subscription.
         subs = self.server.iserver.subscription_service.subscriptions
         self.metrics.subscriptions.set(len(subs))
         self.metrics.monitored_items.set(sum(len(sub.monitored_item_srv._monitored_items) for sub in subs.values()))
-        self.metrics.sessions.set(len(getattr(self.server.bserver, "clients", []) or []))
+        self.metrics.sessions.set(self.session_count())
 
     async def poll_forever(self, stop: asyncio.Event) -> None:
         interval = self.settings.poll_interval_s

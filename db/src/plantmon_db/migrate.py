@@ -5,11 +5,14 @@ File names decide where a migration runs: ``0003_tags_samples.sql`` runs on ever
 only on plain PostgreSQL. The path is chosen once per database: TimescaleDB when the extension is
 installed or available (and the database was not already built on the plain path), else plain.
 
-Each migration runs in its own transaction together with its row in ``schema_migrations``; a
-session-level advisory lock makes concurrent runners wait for each other, after which the
-second one finds nothing to do. The service roles are cluster-wide: the SQL creates them
-NOLOGIN, and the runner gives a role LOGIN with the password the environment provides (as a
-SCRAM verifier, so the clear-text password never reaches the server or its logs).
+Each migration runs in its own transaction together with its row in ``schema_migrations``.
+Statements that PostgreSQL refuses inside a transaction (TimescaleDB's
+``refresh_continuous_aggregate``) follow a line ``-- plantmon:outside-transaction``; they run
+one by one after the commit and must be idempotent. A session-level advisory lock makes
+concurrent runners wait for each other, after which the second one finds nothing to do. The
+service roles are cluster-wide: the SQL creates them NOLOGIN, and the runner gives a role LOGIN
+with the password the environment provides (as a SCRAM verifier, so the
+clear-text password never reaches the server or its logs).
 """
 
 from __future__ import annotations
@@ -43,6 +46,17 @@ ROLES = ("plantmon_writer", "plantmon_alerts", "plantmon_reader")
 # Any constant works; it only has to be the same for every runner of this schema.
 ADVISORY_LOCK_KEY = 0x706C_616E_746D_6F6E  # "plantmon"
 
+OUTSIDE_TRANSACTION_MARKER = "-- plantmon:outside-transaction"
+
+STORAGE_SETTINGS = (
+    "raw_retention",
+    "rollup_5s_retention",
+    "rollup_1m_retention",
+    "rollup_1h_retention",
+    "compress_after",
+)
+"""Rows of ``storage_settings`` (intervals) that :func:`migrate` may set."""
+
 _FILE_NAME = re.compile(r"^(?P<number>\d{4})_(?P<name>[a-z0-9_]+?)(?:\.(?P<path>timescale|plain))?\.sql$")
 
 
@@ -72,6 +86,20 @@ class Migration:
 
     def applies_to(self, path: StoragePath) -> bool:
         return self.only is None or self.only is path
+
+    @property
+    def transactional_sql(self) -> str:
+        """The part that runs in the migration's transaction."""
+        return self.sql.split(OUTSIDE_TRANSACTION_MARKER, 1)[0]
+
+    @property
+    def outside_statements(self) -> list[str]:
+        """Statements after the outside-transaction marker, each run on its own after the commit."""
+        parts = self.sql.split(OUTSIDE_TRANSACTION_MARKER, 1)
+        if len(parts) == 1:
+            return []
+        lines = [line for line in parts[1].splitlines() if not line.lstrip().startswith("--")]
+        return [stmt.strip() for stmt in re.split(r";\s*(?:\n|$)", "\n".join(lines)) if stmt.strip()]
 
 
 def load_migrations() -> list[Migration]:
@@ -149,7 +177,7 @@ def _set_role_passwords(conn: psycopg.Connection[tuple[object, ...]], role_passw
 
 def _apply(conn: psycopg.Connection[tuple[object, ...]], migration: Migration, path: StoragePath) -> None:
     with conn.transaction():
-        conn.execute(migration.sql.encode("utf-8"))
+        conn.execute(migration.transactional_sql.encode("utf-8"))
         conn.execute(
             "INSERT INTO schema_migrations (name, storage_path, checksum) VALUES (%s, %s, %s)",
             (migration.name, path.value, migration.checksum),
@@ -180,20 +208,40 @@ def _retry_on_race(conn: psycopg.Connection[tuple[object, ...]], action: Callabl
             time.sleep(0.05 * attempt)
 
 
-def migrate(conninfo: str, role_passwords: dict[str, str] | None = None) -> list[str]:
+def migrate(
+    conninfo: str,
+    role_passwords: dict[str, str] | None = None,
+    *,
+    storage: dict[str, str] | None = None,
+    target: str | None = None,
+    prepare_threshold: int | None = 5,
+) -> list[str]:
     """Apply the pending migrations to the database ``conninfo`` names; return their names.
 
     ``conninfo`` must connect as the schema owner (a superuser or a role that may create
     roles). ``role_passwords`` maps role names (:data:`ROLES`) to passwords; a role with a
     password gets LOGIN, one without keeps its current login state (NOLOGIN when new).
+    ``storage`` sets rows of ``storage_settings`` (:data:`STORAGE_SETTINGS` -> an interval such
+    as ``"45 days"``) and re-applies the TimescaleDB policies. ``target`` stops after that
+    migration (upgrade tests build "the previous schema" with it). ``prepare_threshold=None``
+    turns off server-side prepared statements (for poolers and the WASM TimescaleDB bridge).
     """
     role_passwords = role_passwords or {}
+    storage = storage or {}
     unknown = set(role_passwords) - set(ROLES)
     if unknown:
         raise ValueError(f"unknown roles {sorted(unknown)}; expected some of {list(ROLES)}")
+    unknown = set(storage) - set(STORAGE_SETTINGS)
+    if unknown:
+        raise ValueError(f"unknown storage settings {sorted(unknown)}; expected some of {list(STORAGE_SETTINGS)}")
     migrations = load_migrations()
+    if target is not None:
+        names = [m.name for m in migrations]
+        if target not in names:
+            raise ValueError(f"unknown target migration {target!r}")
+        migrations = migrations[: names.index(target) + 1]
     done: list[str] = []
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with psycopg.connect(conninfo, autocommit=True, prepare_threshold=prepare_threshold) as conn:
         # Session-level: held across the per-migration transactions, released on close.
         conn.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
         try:
@@ -215,16 +263,42 @@ def migrate(conninfo: str, role_passwords: dict[str, str] | None = None) -> list
                 logger.info("applying migration", extra={"migration": migration.name})
                 try:
                     _retry_on_race(conn, functools.partial(_apply, conn, migration, path))
+                    for statement in migration.outside_statements:
+                        logger.info("running after commit", extra={"migration": migration.name, "sql": statement})
+                        conn.execute(statement.encode("utf-8"))
                 except psycopg.Error as exc:
                     raise MigrationError(f"migration {migration.name} failed: {exc}") from exc
                 done.append(migration.name)
             _warn_changed(conn, migrations)
+            _apply_storage_settings(conn, path, storage)
             _set_role_passwords(conn, role_passwords)
         finally:
             if not conn.closed:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
     logger.info("migrations done", extra={"applied": done, "storage_path": path.value})
     return done
+
+
+def _apply_storage_settings(
+    conn: psycopg.Connection[tuple[object, ...]], path: StoragePath, storage: dict[str, str]
+) -> None:
+    if not storage:
+        return
+    if conn.execute("SELECT to_regclass('storage_settings')").fetchone() == (None,):
+        raise MigrationError("storage settings given but the schema has no storage_settings table yet")
+    try:
+        with conn.transaction():
+            for name, value in storage.items():
+                conn.execute(
+                    "UPDATE storage_settings SET value = %s::interval, updated_at = now() WHERE name = %s",
+                    (value, name),
+                )
+            applied = conn.execute("SELECT to_regprocedure('plantmon_apply_storage_policies()')").fetchone()
+            if path is StoragePath.TIMESCALE and applied != (None,):
+                conn.execute("SELECT plantmon_apply_storage_policies()")
+    except psycopg.Error as exc:
+        raise MigrationError(f"invalid storage settings {storage}: {exc}") from exc
+    logger.info("storage settings applied", extra={"settings": storage, "storage_path": path.value})
 
 
 def _warn_changed(conn: psycopg.Connection[tuple[object, ...]], migrations: list[Migration]) -> None:
@@ -246,8 +320,26 @@ class MigrateSettings(BaseSettings):
     writer_password: SecretStr | None = Field(default=None, description="Password of plantmon_writer (scraper)")
     alerts_password: SecretStr | None = Field(default=None, description="Password of plantmon_alerts (alert worker)")
     reader_password: SecretStr | None = Field(default=None, description="Password of plantmon_reader (Grafana)")
+    retention_raw: str | None = Field(default=None, description="Keep raw samples this long (default 30 days)")
+    retention_5s: str | None = Field(default=None, description="Keep the 5 s rollup this long (default 90 days)")
+    retention_1m: str | None = Field(default=None, description="Keep the 1 min rollup this long (default 2 years)")
+    retention_1h: str | None = Field(default=None, description="Keep the 1 h rollup this long (default 10 years)")
+    compress_after: str | None = Field(
+        default=None, description="Compress raw chunks older than this (TimescaleDB; default 7 days)"
+    )
     log_level: str = "INFO"
     log_format: str = "json"
+
+    def storage(self) -> dict[str, str]:
+        """``storage_settings`` rows to set: only the variables given (an unset one keeps its row)."""
+        pairs = {
+            "raw_retention": self.retention_raw,
+            "rollup_5s_retention": self.retention_5s,
+            "rollup_1m_retention": self.retention_1m,
+            "rollup_1h_retention": self.retention_1h,
+            "compress_after": self.compress_after,
+        }
+        return {name: value for name, value in pairs.items() if value}
 
     def role_passwords(self) -> dict[str, str]:
         """Role name -> password for the roles whose password is set; placeholders are refused."""
@@ -270,7 +362,7 @@ def main() -> None:
     try:
         passwords = settings.role_passwords()
         database = DatabaseSettings()  # type: ignore[call-arg]  # PGUSER comes from the environment
-        migrate(database.conninfo(), passwords)
+        migrate(database.conninfo(), passwords, storage=settings.storage())
     except PlaceholderSecretError as exc:
         logger.error("refusing a placeholder secret", extra={"error": str(exc)})
         sys.exit(2)

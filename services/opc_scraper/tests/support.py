@@ -41,7 +41,8 @@ class PlantServer:
     """A real asyncua server with ``Objects/Plant/<Sensor>/<Tag>`` (string NodeIds ``Plant/...``),
     Basic256Sha256 SignAndEncrypt only, one user; the test publishes values with source timestamps."""
 
-    def __init__(self, port: int, cert_dir: Path, paths: list[str]) -> None:
+    def __init__(self, port: int, cert_dir: Path, paths: list[str], *, history: bool = True) -> None:
+        self.history = history
         self.port = port
         self.cert_dir = cert_dir
         self.paths = paths
@@ -81,6 +82,10 @@ class PlantServer:
         for path in self.paths:
             await self.publish(path, INITIAL_VALUE, datetime(2020, 1, 1, tzinfo=UTC))
         await server.start()
+        if self.history:
+            # Like the plant's server: every variable historized (asyncua's in-memory history).
+            for path in self.paths:
+                await server.historize_node_data_change(server.get_node(self.nodes[path]), period=None, count=100_000)
 
     async def publish(self, path: str, value: float, source_time: datetime, status: int = ua.StatusCodes.Good) -> None:
         assert self.server is not None
@@ -136,6 +141,8 @@ def scraper_settings(opc_url: str, db_env: dict[str, str], writer_password: str,
         batch_age_s=0.1,
         retry_initial_s=0.1,
         retry_max_s=0.5,
+        spool_dir=cert_dir.parent / "spool",
+        maintenance_interval_s=1.0,
     )
 
 

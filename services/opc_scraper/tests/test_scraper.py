@@ -17,15 +17,11 @@ import psycopg
 import pytest
 from asyncua import ua
 from plantmon_common.metrics import new_registry
-from plantmon_common.opcua import Sample
 from plantmon_db.migrate import migrate
 from plantmon_dev.postgres import PostgresCluster, ephemeral_cluster
 from plantmon_dev.procs import free_port
-from plantmon_scraper.metrics import ScraperMetrics
 from plantmon_scraper.service import Scraper
 from plantmon_scraper.settings import ScraperSettings
-from plantmon_scraper.store import SampleStore
-from psycopg_pool import AsyncConnectionPool
 
 from services.opc_scraper.tests.support import (
     TAG_PATHS,
@@ -137,6 +133,9 @@ async def test_scraper_resubscribes_after_opc_server_restart(
             await publish_range(restarted, 20, 40, base)
             await wait_for(lambda: stored(40), what="values after the restart stored")
             assert await metric(scraper.http_port, "plantmon_scraper_opcua_reconnects_total") >= 1
+            # The outage of the server itself is a recorded gap.
+            assert await metric(scraper.http_port, "plantmon_scraper_opcua_gaps_total") >= 1
+            assert await metric(scraper.http_port, "plantmon_scraper_opcua_gap_seconds_total") > 0
         finally:
             await restarted.stop()
 
@@ -170,31 +169,28 @@ async def test_scraper_loses_nothing_across_a_database_outage(
 
         await wait_for(lambda: stored(20), what="values before the outage stored")
         await asyncio.to_thread(own_cluster.stop, "fast")
-        await publish_range(plant_server, 20, 60, base)
-        await wait_for(lambda: scraper.store.db_up is False, what="the scraper to notice the outage")
+        # 30 s without the database while the values keep changing (about 10 a second per tag).
+        outage = asyncio.get_running_loop().time()
+        produced = 20
+        while asyncio.get_running_loop().time() - outage < 30:
+            await publish_range(plant_server, produced, produced + 10, base)
+            produced += 10
+            await asyncio.sleep(0.5)
+        assert scraper.store.db_up is False
         assert not await healthy(scraper.http_port)
+        assert await metric(scraper.http_port, "plantmon_scraper_spool_bytes") > 0
         await asyncio.to_thread(own_cluster.start)
-        await wait_for(lambda: stored(60), timeout=60, what="values from the outage stored")
+        await wait_for(lambda: stored(produced), timeout=90, what="values from the outage stored")
+        await wait_for(lambda: scraper.store.spool.empty, what="the spool replayed")
         assert await metric(scraper.http_port, "plantmon_scraper_db_up") == 1
         assert await metric(scraper.http_port, "plantmon_scraper_write_errors_total") >= 1
+        assert await metric(scraper.http_port, "plantmon_scraper_replayed_total") > 0
+        assert await metric(scraper.http_port, "plantmon_scraper_spool_rows") == 0
 
     rows = await fetch_rows(superuser, base)
     values = values_by_path(rows)
     for path in TAG_PATHS:
-        assert values[path] == [float(i) for i in range(60)], path
-
-
-async def test_full_queue_drops_and_counts_without_blocking() -> None:
-    settings = ScraperSettings(queue_max=2, database={"user": "plantmon_writer"})  # type: ignore[arg-type]
-    registry = new_registry("scraper", with_process=False)
-    pool = AsyncConnectionPool("", open=False)
-    store = SampleStore(pool, settings, ScraperMetrics(registry))
-    for i in range(5):
-        store.put(Sample("Plant/RPM/MainShaft", float(i), 0, datetime.now(UTC)))
-    assert store.queue.qsize() == 2
-    assert store.dropped == 3
-    assert registry.get_sample_value("plantmon_scraper_dropped_total") == 3
-    assert registry.get_sample_value("plantmon_scraper_notifications_total") == 5
+        assert values[path] == [float(i) for i in range(produced)], path
 
 
 def scraper_env(settings: ScraperSettings, http_port: int, db: dict[str, str], writer_password: str) -> dict[str, str]:
@@ -212,6 +208,7 @@ def scraper_env(settings: ScraperSettings, http_port: int, db: dict[str, str], w
         "SCRAPER_OPCUA__PASSWORD": settings.opcua.password.get_secret_value() if settings.opcua.password else "",
         "SCRAPER_OPCUA__CERT_DIR": str(settings.opcua.cert_dir),
         "SCRAPER_OPCUA__HOSTNAME": "localhost",
+        "SCRAPER_SPOOL_DIR": str(settings.spool_dir),
     }
 
 
@@ -257,3 +254,28 @@ def test_console_script_refuses_a_placeholder_opcua_password(migrated_db: dict[s
     )
     assert proc.returncode == 2
     assert "SCRAPER_OPCUA__PASSWORD" in proc.stderr
+
+
+async def test_subscription_parameters_reach_the_server(
+    migrated_db: dict[str, str], plant_server: PlantServer, tmp_path: Path
+) -> None:
+    settings = scraper_settings(plant_server.url, migrated_db, migrated_db["writer_password"], tmp_path / "client")
+    opcua = settings.opcua.model_copy(update={"publishing_interval_ms": 120.0, "queue_size": 7, "deadband_abs": 0.5})
+    settings = settings.model_copy(update={"opcua": opcua})
+    async with Scraper(settings, new_registry("scraper", with_process=False)) as scraper:
+        await wait_for(lambda: healthy(scraper.http_port), what="scraper subscribed")
+        assert plant_server.server is not None
+        ours = [
+            sub
+            for sub in plant_server.server.iserver.subscription_service.subscriptions.values()
+            if any(m.queue_size == 7 for m in sub.monitored_item_srv._monitored_items.values())
+        ]
+        assert len(ours) == 1
+        assert ours[0].data.RevisedPublishingInterval == 120.0
+        items = list(ours[0].monitored_item_srv._monitored_items.values())
+        assert len(items) == len(TAG_PATHS)
+        for item in items:
+            assert item.queue_size == 7
+            assert item.filter.Trigger == ua.DataChangeTrigger.StatusValueTimestamp
+            assert item.filter.DeadbandType == ua.DeadbandType.Absolute
+            assert item.filter.DeadbandValue == 0.5

@@ -225,8 +225,9 @@ class PlantSubscriber:
     """Browse ``Objects/Plant``, subscribe every variable, stay connected.
 
     ``sink`` receives every notification (it must not block); ``on_connected`` runs after each
-    (re)connect, before the subscription, with the tag list: the scraper upserts tags and
-    backfills there. New tags found by the periodic re-browse are subscribed too.
+    (re)connect, before the subscription, with the tag list (the scraper upserts tags there);
+    ``on_subscribed`` runs once every tag is subscribed (the scraper backfills there). New tags
+    found by the periodic re-browse are subscribed too.
     """
 
     def __init__(
@@ -237,12 +238,14 @@ class PlantSubscriber:
         on_connected: ConnectedHook | None = None,
         on_tags_added: ConnectedHook | None = None,
         on_state: Callable[[bool], None] | None = None,
+        on_subscribed: ConnectedHook | None = None,
     ) -> None:
         self.settings = settings
         self.sink = sink
         self.on_connected = on_connected
         self.on_tags_added = on_tags_added
         self.on_state = on_state
+        self.on_subscribed = on_subscribed
         self.connected = False
         self.subscribed: set[str] = set()
         self.reconnects = 0
@@ -304,6 +307,8 @@ class PlantSubscriber:
             self.subscribed = set()
             await self._subscribe(sub, handler, tags)
             self._set_state(True)
+            if self.on_subscribed:
+                await self.on_subscribed(client, tags)
             if self.last_error is not None:
                 logger.info("OPC UA connection recovered", extra={"url": s.url, "tags": len(tags)})
             else:

@@ -21,7 +21,61 @@ class ScraperMetrics:
             registry=registry,
         )
         self.dropped = Counter(
-            "plantmon_scraper_dropped", "Samples dropped because the in-memory queue was full", registry=registry
+            "plantmon_scraper_dropped",
+            "Samples lost: not written and the spool could not take them (a disk error)",
+            registry=registry,
+        )
+        self.spilled = Counter(
+            "plantmon_scraper_spilled",
+            "Samples sent to the spool because the in-memory queue was full",
+            registry=registry,
+        )
+        self.spooled = Counter(
+            "plantmon_scraper_spooled", "Samples written to the on-disk spool (any reason)", registry=registry
+        )
+        self.replayed = Counter(
+            "plantmon_scraper_replayed", "Samples replayed from the spool into the database", registry=registry
+        )
+        self.spool_dropped = Counter(
+            "plantmon_scraper_spool_dropped", "Samples dropped because the spool reached its cap", registry=registry
+        )
+        self.spool_bytes = Gauge("plantmon_scraper_spool_bytes", "Bytes in the on-disk spool", registry=registry)
+        self.spool_max_bytes = Gauge(
+            "plantmon_scraper_spool_max_bytes", "Cap of the on-disk spool in bytes", registry=registry
+        )
+        self.spool_rows = Gauge(
+            "plantmon_scraper_spool_rows", "Samples in the spool not yet replayed", registry=registry
+        )
+        self.backfilled = Counter(
+            "plantmon_scraper_backfilled",
+            "Samples read back from the server's history after a (re)connect",
+            registry=registry,
+        )
+        self.backfill_errors = Counter(
+            "plantmon_scraper_backfill_errors", "Tags whose HistoryRead failed during a backfill", registry=registry
+        )
+        self.opcua_gaps = Counter(
+            "plantmon_scraper_opcua_gaps",
+            "Disconnections from the OPC UA server (each a gap in sampling)",
+            registry=registry,
+        )
+        self.opcua_gap_seconds = Counter(
+            "plantmon_scraper_opcua_gap_seconds",
+            "Seconds without a subscription to the OPC UA server, summed",
+            registry=registry,
+        )
+        self.clock_future = Counter(
+            "plantmon_scraper_clock_future",
+            "Samples whose source timestamp lies in the future (beyond the tolerance); stored anyway",
+            registry=registry,
+        )
+        self.clock_old = Counter(
+            "plantmon_scraper_clock_old",
+            "Samples whose source timestamp is implausibly old; stored anyway",
+            registry=registry,
+        )
+        self.maintenance_runs = Counter(
+            "plantmon_scraper_maintenance_runs", "Rollup and retention runs (plain PostgreSQL path)", registry=registry
         )
         self.write_errors = Counter(
             "plantmon_scraper_write_errors", "Failed batch writes (each is retried)", registry=registry

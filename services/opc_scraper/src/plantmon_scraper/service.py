@@ -1,8 +1,11 @@
 """The scraper's lifecycle: database pool, OPC UA subscriber, writer task and ``/health`` + ``/metrics``.
 
-``async with Scraper(settings) as scraper`` opens the pool (without waiting for the database, so
-samples are collected during an outage at start-up too), serves HTTP and starts the subscriber
-and the writer; leaving the block stops the subscriber, flushes the queue and closes the pool.
+``async with Scraper(settings) as scraper`` opens the spool (a spool left by an earlier run is
+replayed first) and the pool (without waiting for the database, so samples are collected during
+an outage at start-up too), serves HTTP and starts the subscriber, the writer and, on plain
+PostgreSQL, the maintenance task; leaving the block stops the subscriber, writes the queue to the
+database or the spool, and closes the pool. Every (re)connect to the OPC UA server is followed
+by a backfill from the server's history; the time without a subscription is recorded as a gap.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from types import TracebackType
 from typing import Any
 
@@ -50,19 +54,35 @@ class Scraper:
             settings.opcua,
             self.store.put,
             on_connected=self.store.on_connected,
-            on_tags_added=self.store.on_connected,
+            on_tags_added=self.store.on_tags_added,
             on_state=self._on_opcua_state,
+            on_subscribed=self.store.on_subscribed,
         )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._http: contextlib.AbstractAsyncContextManager[EmbeddedServer] | None = None
         self._server: EmbeddedServer | None = None
         self._was_connected = False
+        self._lost_at: float | None = None
 
     def _on_opcua_state(self, connected: bool) -> None:
         self.metrics.opcua_connected.set(1 if connected else 0)
+        if not connected:
+            self.store.release_held()
+            if self._was_connected and self._lost_at is None:
+                self._lost_at = time.monotonic()
+                self.metrics.opcua_gaps.inc()
+                logger.warning("OPC UA subscription lost: nothing is sampled until it is back (a gap)")
         if connected and self._was_connected:
             self.metrics.reconnects.inc()
+            if self._lost_at is not None:
+                gap = time.monotonic() - self._lost_at
+                self._lost_at = None
+                self.metrics.opcua_gap_seconds.inc(gap)
+                logger.warning(
+                    "OPC UA subscription back after a gap; backfilling what the server's history holds",
+                    extra={"gap_s": round(gap, 1)},
+                )
         self._was_connected = self._was_connected or connected
 
     def health(self) -> tuple[bool, dict[str, Any]]:
@@ -72,6 +92,7 @@ class Scraper:
             "db_up": self.store.db_up,
             "queue_depth": self.store.queue.qsize(),
             "dropped": self.store.dropped,
+            "spool_bytes": self.store.spool.bytes,
             "tags": len(self.store.tag_ids),
         }
         return self.subscriber.connected and self.store.db_up is not False, details
@@ -85,6 +106,7 @@ class Scraper:
 
     async def __aenter__(self) -> Scraper:
         s = self.settings
+        await asyncio.to_thread(self.store.open_spool)
         await self.pool.open(wait=False)
         try:
             self._http = serve_http(
@@ -97,10 +119,16 @@ class Scraper:
         self._tasks = [
             asyncio.create_task(self.store.run(self._stop), name="scraper-writer"),
             asyncio.create_task(self.subscriber.run(self._stop), name="scraper-subscriber"),
+            asyncio.create_task(self.store.maintain(self._stop), name="scraper-maintenance"),
         ]
         logger.info(
             "scraper started",
-            extra={"opcua_url": s.opcua.url, "database": s.database.database, "user": s.database.user},
+            extra={
+                "opcua_url": s.opcua.url,
+                "database": s.database.database,
+                "user": s.database.user,
+                "spool_dir": str(s.spool_dir),
+            },
         )
         return self
 
@@ -108,7 +136,9 @@ class Scraper:
         """Until ``stop`` is set; a task that ends on its own ends the wait (and raises its error)."""
         stopper = asyncio.create_task(stop.wait())
         try:
-            done, _ = await asyncio.wait([stopper, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+            # The maintenance task ends by itself on TimescaleDB; only the writer and the subscriber must not.
+            essential = [t for t in self._tasks if t.get_name() != "scraper-maintenance"]
+            done, _ = await asyncio.wait([stopper, *essential], return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopper.cancel()
         for task in done:

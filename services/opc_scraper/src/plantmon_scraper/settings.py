@@ -28,8 +28,25 @@ class ScraperSettings(ServiceSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]
     batch_size: int = Field(default=5000, ge=1, description="Rows per COPY at most")
     batch_age_s: float = Field(default=1.0, gt=0, description="Oldest a sample waits before its batch is written")
-    queue_max: int = Field(default=100_000, ge=1, description="Samples held in memory; more are dropped (counted)")
+    queue_max: int = Field(default=100_000, ge=1, description="Samples held in memory; more spill to the spool")
     pool_max_size: int = Field(default=2, ge=1, description="Database connections at most")
     retry_initial_s: float = Field(default=0.2, gt=0, description="First wait after a failed write")
     retry_max_s: float = Field(default=5.0, gt=0, description="Longest wait between write attempts")
     shutdown_flush_s: float = Field(default=10.0, ge=0, description="How long a stop waits to flush the queue")
+    spool_dir: Path = Field(default=Path("spool"), description="Folder of the on-disk spool (database outages)")
+    spool_max_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=64 * 1024, description="Cap of the spool; beyond it the oldest data is dropped"
+    )
+    spool_segment_bytes: int = Field(default=8 * 1024 * 1024, ge=4096, description="Size of one spool file")
+    backfill: bool = Field(default=True, description="HistoryRead from the last stored time at every (re)connect")
+    backfill_max_s: float = Field(
+        default=3600.0, gt=0, description="Furthest back a backfill reads when nothing is known about a tag"
+    )
+    backfill_concurrency: int = Field(default=4, ge=1, description="HistoryRead requests in flight at once")
+    clock_future_s: float = Field(default=5.0, gt=0, description="Source timestamps further ahead count as future")
+    clock_max_age_s: float = Field(
+        default=7 * 86400.0, gt=0, description="Source timestamps older than this count as implausibly old"
+    )
+    maintenance_interval_s: float = Field(
+        default=10.0, gt=0, description="Plain PostgreSQL: how often rollups are refreshed and retention applied"
+    )

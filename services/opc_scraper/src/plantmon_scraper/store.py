@@ -1,29 +1,36 @@
-"""From notifications to rows: the tag registry, a bounded queue and the batched binary COPY.
+"""From notifications to rows: the tag registry, a bounded queue, the spool and the batched binary COPY.
 
-The OPC UA side calls :meth:`SampleStore.put` for every notification; it never blocks (a full
-queue drops and counts). :meth:`SampleStore.run` takes batches by size or age and writes each
-with binary COPY into a per-connection TEMP staging table, then
-``INSERT INTO samples ... ON CONFLICT (tag_id, time) DO NOTHING``, so a batch written twice
-(a retry after an unclear failure, a value re-sent after a reconnect) is stored once. A failed
-write keeps its batch and retries with backoff; the database state is logged once per change.
+The OPC UA side calls :meth:`SampleStore.put` for every notification; it never blocks. A full
+queue spills: the samples wait in an overflow list that the writer moves to the on-disk spool
+(behind whatever the queue held, so the order is kept). :meth:`SampleStore.run` takes batches by
+size or age and writes each with binary COPY into a per-connection TEMP staging table, then
+``INSERT INTO samples ... ON CONFLICT (tag_id, time) DO NOTHING``, so a batch written twice (a
+spool record replayed again after a crash, a value re-read by a backfill) is stored once.
+
+A failed write sends its batch to the spool, and every later batch follows it there until the
+spool is empty again: the spool is replayed oldest first whenever the database takes writes,
+with backoff between attempts while it does not. The database state is logged once per change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 from asyncua import Client
-from plantmon_common.opcua import DiscoveredTag, Sample
+from plantmon_common.opcua import DiscoveredTag, Sample, datavalue_to_sample
 from plantmon_common.tags import split_path
 from psycopg import AsyncConnection
 from psycopg_pool import AsyncConnectionPool
 
 from plantmon_scraper.metrics import ScraperMetrics
 from plantmon_scraper.settings import ScraperSettings
+from plantmon_scraper.spool import Spool, SpoolError
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +57,8 @@ ON CONFLICT (path) DO UPDATE SET
 RETURNING path, id
 """
 
+LAST_STORED = "SELECT t.path, (SELECT max(s.time) FROM samples s WHERE s.tag_id = t.id) FROM tags t"
+
 DB_ERRORS: tuple[type[BaseException], ...] = (psycopg.Error, OSError)
 """What a write can fail with while the database is away (PoolTimeout is a psycopg.Error)."""
 
@@ -61,54 +70,219 @@ async def prepare_connection(conn: AsyncConnection[tuple[object, ...]]) -> None:
 
 
 class SampleStore:
-    """Owns the path -> id map, the queue of samples and the writer loop."""
+    """Owns the path -> id map, the queue, the spool, the backfill and the writer loop."""
 
-    def __init__(self, pool: AsyncConnectionPool, settings: ScraperSettings, metrics: ScraperMetrics) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, settings: ScraperSettings, metrics: ScraperMetrics, spool: Spool | None = None
+    ) -> None:
         self.pool = pool
         self.settings = settings
         self.metrics = metrics
         self.queue: asyncio.Queue[Sample] = asyncio.Queue(maxsize=settings.queue_max)
+        self.spool = spool or Spool(settings.spool_dir, settings.spool_max_bytes, settings.spool_segment_bytes)
         self.tag_ids: dict[str, int] = {}
         self._meta: dict[str, DiscoveredTag] = {}
         self.db_up: bool | None = None  # None until the first write or registration
         self.newest_source: float | None = None
+        self.newest_by_tag: dict[str, datetime] = {}
         self.dropped = 0
-        metrics.queue_depth.set_function(self.queue.qsize)
+        self._overflow: list[Sample] = []
+        self._holding = False
+        self._held: list[Sample] = []
+        self._known_before: dict[str, datetime] = {}
+        self._retry_at = 0.0
+        self._retry_delay = settings.retry_initial_s
+        self._clock_logged: set[str] = set()
+        self._spool_rows = 0
+        self._spool_bytes = 0
+        self._spool_dropped_counted = 0
+        metrics.queue_depth.set_function(lambda: self.queue.qsize() + len(self._overflow) + len(self._held))
         metrics.lag_seconds.set_function(self._lag)
         metrics.tags.set_function(lambda: len(self.tag_ids))
+        metrics.spool_bytes.set_function(lambda: self._spool_bytes)
+        metrics.spool_rows.set_function(lambda: self._spool_rows)
+        metrics.spool_max_bytes.set(self.spool.max_bytes)
 
     def _lag(self) -> float:
         return time.time() - self.newest_source if self.newest_source is not None else float("nan")
 
+    def open_spool(self) -> None:
+        """Open (or create) the spool folder; a spool left by an earlier run is replayed first."""
+        self.spool.open()
+        self._sync_spool_metrics()
+
+    def _sync_spool_metrics(self) -> None:
+        self._spool_bytes = self.spool.bytes
+        self._spool_rows = self.spool.pending_rows
+        dropped = self.spool.dropped_rows - self._spool_dropped_counted
+        if dropped > 0:
+            self.metrics.spool_dropped.inc(dropped)
+            self._spool_dropped_counted = self.spool.dropped_rows
+
     # -- the OPC UA side ------------------------------------------------------------------------
 
     def put(self, sample: Sample) -> None:
-        """The subscriber's sink: enqueue without blocking; a full queue drops (and counts) the sample."""
+        """The subscriber's sink: never blocks; a full queue spills to the spool (via the writer)."""
         self.metrics.notifications.inc()
+        self._note(sample)
+        if self._holding:
+            self._held.append(sample)
+            if len(self._held) > self.settings.queue_max:
+                logger.warning("backfill takes long; releasing live samples before it ends")
+                self._release_held()
+            return
+        self._enqueue(sample)
+
+    def _note(self, sample: Sample) -> None:
         stamp = sample.source_time.timestamp()
         if self.newest_source is None or stamp > self.newest_source:
             self.newest_source = stamp
+        newest = self.newest_by_tag.get(sample.path)
+        if newest is None or sample.source_time > newest:
+            self.newest_by_tag[sample.path] = sample.source_time
+        now = time.time()
+        if stamp > now + self.settings.clock_future_s:
+            self.metrics.clock_future.inc()
+            self._clock_warning("future", sample, now)
+        elif stamp < now - self.settings.clock_max_age_s:
+            self.metrics.clock_old.inc()
+            self._clock_warning("old", sample, now)
+
+    def _clock_warning(self, kind: str, sample: Sample, now: float) -> None:
+        if kind in self._clock_logged:
+            return
+        self._clock_logged.add(kind)
+        logger.warning(
+            "source timestamp in the future; stored anyway (is the sensor host's clock set?)"
+            if kind == "future"
+            else "source timestamp implausibly old; stored anyway (is the sensor host's clock set?)",
+            extra={
+                "path": sample.path,
+                "source_time": sample.source_time.isoformat(),
+                "offset_s": round(sample.source_time.timestamp() - now, 1),
+            },
+        )
+
+    def _enqueue(self, sample: Sample) -> None:
+        if self._overflow:
+            # Keep the order: once spilling, everything goes behind the spilled samples.
+            self._overflow.append(sample)
+            self.metrics.spilled.inc()
+            return
         try:
             self.queue.put_nowait(sample)
         except asyncio.QueueFull:
-            if self.dropped == 0:
-                logger.error("sample queue full, dropping samples", extra={"queue_max": self.settings.queue_max})
-            self.dropped += 1
-            self.metrics.dropped.inc()
+            logger.warning("sample queue full, spilling to the spool", extra={"queue_max": self.settings.queue_max})
+            self._overflow.append(sample)
+            self.metrics.spilled.inc()
+
+    def release_held(self) -> None:
+        """Queue the live samples held for a backfill (also when the connection is lost meanwhile)."""
+        self._release_held()
+
+    def _release_held(self) -> None:
+        held, self._held, self._holding = self._held, [], False
+        for sample in held:
+            self._enqueue(sample)
 
     async def on_connected(self, client: Client, tags: Sequence[DiscoveredTag]) -> None:
-        """Subscriber hook (connect and new tags): register every tag; a database outage only defers it."""
+        """Subscriber hook before subscribing: register every tag; hold live samples for the backfill."""
+        if self.settings.backfill:
+            # What this process received before this connection is queued, spooled or stored;
+            # what the new subscription delivers is held until the history before it is queued.
+            self._known_before = dict(self.newest_by_tag)
+            self._holding = True
+        await self.register(tags)
+
+    async def on_tags_added(self, client: Client, tags: Sequence[DiscoveredTag]) -> None:
+        """Subscriber hook for tags found by a re-browse."""
+        await self.register(tags)
+
+    async def register(self, tags: Sequence[DiscoveredTag]) -> None:
+        """Upsert the tags; a database outage only defers it (the writer registers them later)."""
         for tag in tags:
             self._meta[tag.path] = tag
         try:
             async with self.pool.connection(timeout=self.settings.retry_max_s) as conn:
                 await self._upsert_tags(conn, [t.path for t in tags])
         except DB_ERRORS as exc:
-            # The writer registers them before their first samples are written.
             self._set_db_state(False, exc)
             return
         self._set_db_state(True)
         logger.info("tags registered", extra={"tags": len(tags)})
+
+    async def on_subscribed(self, client: Client, tags: Sequence[DiscoveredTag]) -> None:
+        """Subscriber hook after subscribing: backfill every tag from its last stored sample.
+
+        Live notifications of the new subscription are held meanwhile and queued after the
+        history, so each tag's samples reach the database in time order.
+        """
+        if not self.settings.backfill:
+            return
+        try:
+            await self.backfill(client, tags)
+        finally:
+            self._release_held()
+
+    async def _backfill_starts(self, tags: Sequence[DiscoveredTag]) -> dict[str, datetime]:
+        now = datetime.now(UTC)
+        floor = now - timedelta(seconds=self.settings.backfill_max_s)
+        stored: dict[str, datetime] = {}
+        try:
+            async with self.pool.connection(timeout=self.settings.retry_max_s) as conn:
+                cursor = await conn.execute(LAST_STORED)
+                for path, last in await cursor.fetchall():
+                    if last is not None:
+                        stored[str(path)] = last  # type: ignore[assignment]
+        except DB_ERRORS as exc:
+            # Unknown: read the whole window; the key makes the repeats no-ops.
+            self._set_db_state(False, exc)
+            logger.warning("database unreachable for the backfill start; reading the whole history window")
+        starts = {}
+        for tag in tags:
+            known = [t for t in (stored.get(tag.path), self._known_before.get(tag.path)) if t is not None]
+            starts[tag.path] = max([floor, *known])
+        return starts
+
+    async def backfill(self, client: Client, tags: Sequence[DiscoveredTag]) -> int:
+        """HistoryRead (ReadRaw) of every tag from its newest known sample to now; queue what is new."""
+        starts = await self._backfill_starts(tags)
+        end = datetime.now(UTC) + timedelta(seconds=1)
+        limit = asyncio.Semaphore(self.settings.backfill_concurrency)
+        results: dict[str, list[Sample]] = {}
+        failures: dict[str, str] = {}
+
+        async def read(tag: DiscoveredTag) -> None:
+            start = starts[tag.path]
+            async with limit:
+                try:
+                    values = await client.get_node(tag.node_id).read_raw_history(start, end, return_bounds=False)
+                except Exception as exc:  # any failure of one tag is logged, the others go on
+                    failures[tag.path] = f"{type(exc).__name__}: {exc}"
+                    return
+            samples = [datavalue_to_sample(tag.path, dv) for dv in values]
+            results[tag.path] = sorted((s for s in samples if s.source_time > start), key=lambda s: s.source_time)
+
+        started = time.monotonic()
+        await asyncio.gather(*(read(tag) for tag in tags))
+        total = 0
+        for tag in tags:
+            for sample in results.get(tag.path, []):
+                self._note(sample)
+                self._enqueue(sample)
+                total += 1
+        self.metrics.backfilled.inc(total)
+        if failures:
+            self.metrics.backfill_errors.inc(len(failures))
+            logger.warning(
+                "history read failed for some tags; their gap stays open",
+                extra={"tags": len(failures), "example": next(iter(failures.items()))},
+            )
+        logger.info(
+            "backfill done",
+            extra={"tags": len(tags), "samples": total, "seconds": round(time.monotonic() - started, 2)},
+        )
+        return total
 
     # -- the database side ----------------------------------------------------------------------
 
@@ -133,12 +307,13 @@ class SampleStore:
             unknown = sorted({s.path for s in batch if s.path not in self.tag_ids})
             if unknown:
                 await self._upsert_tags(conn, unknown)
+            ids = self.tag_ids
             async with conn.transaction():
                 cursor = conn.cursor()
                 async with cursor.copy(COPY_STAGING) as copy:
                     copy.set_types(STAGING_TYPES)
                     for s in batch:
-                        await copy.write_row((s.source_time, self.tag_ids[s.path], s.value, s.status))
+                        await copy.write_row((s.source_time, ids[s.path], s.value, s.status))
                 await cursor.execute(MERGE_STAGING)
                 inserted = max(cursor.rowcount, 0)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -152,53 +327,91 @@ class SampleStore:
             return
         if up:
             if self.db_up is False:
-                logger.info("database recovered", extra={"queued": self.queue.qsize()})
+                logger.info("database recovered", extra={"spool_rows": self._spool_rows})
         else:
             logger.warning(
-                "database lost, keeping samples and retrying",
+                "database lost, spooling samples to disk and retrying",
                 extra={"error": f"{type(exc).__name__}: {exc}", "queued": self.queue.qsize()},
             )
         self.db_up = up
         self.metrics.db_up.set(1 if up else 0)
 
-    async def _write_with_retry(self, batch: list[Sample], stop: asyncio.Event, give_up_at: list[float]) -> None:
-        delay = self.settings.retry_initial_s
-        loop = asyncio.get_running_loop()
-        while True:
+    def _write_failed(self, exc: BaseException) -> None:
+        self.metrics.write_errors.inc()
+        self._set_db_state(False, exc)
+        self._retry_at = time.monotonic() + self._retry_delay
+        self._retry_delay = min(self._retry_delay * 2, self.settings.retry_max_s)
+
+    def _write_ok(self) -> None:
+        self._set_db_state(True)
+        self._retry_delay = self.settings.retry_initial_s
+
+    async def _to_spool(self, samples: Sequence[Sample]) -> None:
+        for start in range(0, len(samples), self.settings.batch_size):
+            chunk = samples[start : start + self.settings.batch_size]
             try:
-                await self.write_batch(batch)
-            except DB_ERRORS as exc:
-                self.metrics.write_errors.inc()
-                self._set_db_state(False, exc)
-                if stop.is_set():
-                    if not give_up_at:
-                        give_up_at.append(loop.time() + self.settings.shutdown_flush_s)
-                    if loop.time() >= give_up_at[0]:
-                        logger.error(
-                            "stopping with the database unreachable; samples not written",
-                            extra={"lost": len(batch) + self.queue.qsize()},
-                        )
-                        raise
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.retry_max_s)
+                await asyncio.to_thread(self.spool.append, chunk)
+            except SpoolError as exc:
+                self.dropped += len(chunk)
+                self.metrics.dropped.inc(len(chunk))
+                logger.error("cannot write the spool; samples lost", extra={"lost": len(chunk), "error": str(exc)})
                 continue
-            self._set_db_state(True)
+            self.metrics.spooled.inc(len(chunk))
+        self._sync_spool_metrics()
+
+    async def _spill_overflow(self) -> None:
+        """Queue first, then the overflow, into the spool: nothing overtakes an older sample."""
+        if not self._overflow:
             return
+        spilled: list[Sample] = []
+        while not self.queue.empty():
+            spilled.append(self.queue.get_nowait())
+        spilled.extend(self._overflow)
+        self._overflow = []
+        logger.info("spilled samples to the spool", extra={"samples": len(spilled)})
+        await self._to_spool(spilled)
+
+    async def _replay(self, budget_s: float) -> None:
+        """Replay spool records oldest first for up to ``budget_s``; stop at the first failure."""
+        deadline = time.monotonic() + budget_s
+        replayed = 0
+        while time.monotonic() < deadline:
+            record = await asyncio.to_thread(self.spool.peek)
+            if record is None:
+                break
+            position, samples = record
+            try:
+                await self.write_batch(samples)
+            except DB_ERRORS as exc:
+                self._write_failed(exc)
+                break
+            self._write_ok()
+            await asyncio.to_thread(self.spool.advance, position)
+            self.metrics.replayed.inc(len(samples))
+            replayed += len(samples)
+            self._sync_spool_metrics()
+        if replayed:
+            if self.spool.empty:
+                logger.info("spool replayed completely", extra={"samples": replayed})
+            else:
+                logger.info("replaying the spool", extra={"samples": replayed, "left": self._spool_rows})
 
     async def _next_batch(self, stop: asyncio.Event) -> list[Sample]:
-        """Up to ``batch_size`` samples, at most ``batch_age_s`` after the first one arrived."""
+        """Up to ``batch_size`` samples, at most ``batch_age_s`` after the first one arrived.
+
+        Returns an empty list after a quiet quarter second, so the loop can replay and spill.
+        """
         batch: list[Sample] = []
         loop = asyncio.get_running_loop()
-        while not batch:
-            if stop.is_set():
-                while len(batch) < self.settings.batch_size and not self.queue.empty():
-                    batch.append(self.queue.get_nowait())
-                return batch
-            try:
-                # Queue.get only removes an item when it returns it, so a timeout loses nothing.
-                batch.append(await asyncio.wait_for(self.queue.get(), timeout=0.25))
-            except TimeoutError:
-                continue
+        if stop.is_set():
+            while len(batch) < self.settings.batch_size and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            return batch
+        try:
+            # Queue.get only removes an item when it returns it, so a timeout loses nothing.
+            batch.append(await asyncio.wait_for(self.queue.get(), timeout=0.25))
+        except TimeoutError:
+            return batch
         deadline = loop.time() + self.settings.batch_age_s
         while len(batch) < self.settings.batch_size:
             try:
@@ -207,7 +420,7 @@ class SampleStore:
             except asyncio.QueueEmpty:
                 pass
             remaining = deadline - loop.time()
-            if remaining <= 0 or stop.is_set():
+            if remaining <= 0 or stop.is_set() or self._overflow:
                 break
             try:
                 batch.append(await asyncio.wait_for(self.queue.get(), timeout=remaining))
@@ -215,14 +428,65 @@ class SampleStore:
                 break
         return batch
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Write batches until ``stop`` is set and the queue is empty (or the flush time is up)."""
-        give_up_at: list[float] = []
-        while True:
-            batch = await self._next_batch(stop)
-            if not batch:
-                return
+    async def _store(self, batch: list[Sample]) -> None:
+        """Write directly while nothing waits in the spool and the database is up; else spool."""
+        if self.spool.empty and self.db_up is not False:
             try:
-                await self._write_with_retry(batch, stop, give_up_at)
-            except DB_ERRORS:
+                await self.write_batch(batch)
+            except DB_ERRORS as exc:
+                self._write_failed(exc)
+            else:
+                self._write_ok()
                 return
+        await self._to_spool(batch)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Write batches until ``stop`` is set; then flush the queue (to the database or the spool)."""
+        while True:
+            await self._spill_overflow()
+            batch = await self._next_batch(stop)
+            await self._spill_overflow()
+            if batch:
+                await self._store(batch)
+            if not self.spool.empty and time.monotonic() >= self._retry_at:
+                await self._replay(budget_s=1.0 if not stop.is_set() else self.settings.shutdown_flush_s)
+            if stop.is_set() and self.queue.empty() and not self._overflow and not batch:
+                break
+        with contextlib.suppress(SpoolError):
+            self._sync_spool_metrics()
+        if not self.spool.empty:
+            logger.warning(
+                "stopping with samples in the spool; they are replayed at the next start",
+                extra={"spool_rows": self._spool_rows},
+            )
+
+    # -- plain PostgreSQL maintenance -----------------------------------------------------------
+
+    async def maintain(self, stop: asyncio.Event) -> None:
+        """On the plain-PostgreSQL path, call ``plantmon_maintain()`` every few seconds (rollups,
+        retention); on TimescaleDB its policies do that and this task ends after saying so."""
+        checked = False
+        while not stop.is_set():
+            try:
+                async with self.pool.connection(timeout=self.settings.retry_max_s) as conn:
+                    if not checked:
+                        cursor = await conn.execute("SELECT to_regprocedure('plantmon_maintain()') IS NOT NULL")
+                        row = await cursor.fetchone()
+                        checked = True
+                        if not (row and row[0]):
+                            logger.info("storage path: TimescaleDB (rollups and retention are its policies)")
+                            return
+                        logger.info(
+                            "storage path: plain PostgreSQL (this scraper refreshes rollups and applies retention)",
+                            extra={"interval_s": self.settings.maintenance_interval_s},
+                        )
+                    cursor = await conn.execute("SELECT ranges_refreshed, rows_expired FROM plantmon_maintain()")
+                    row = await cursor.fetchone()
+                    await conn.commit()
+                    self.metrics.maintenance_runs.inc()
+                    if row and row[1]:
+                        logger.info("retention applied", extra={"rows_deleted": row[1]})
+            except DB_ERRORS as exc:
+                logger.debug("maintenance skipped", extra={"error": str(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.maintenance_interval_s)

@@ -5,12 +5,24 @@ Helpers live in alerts_support.py.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from plantmon_alerts.store import AlertStore, make_pool
 from plantmon_common.settings import DatabaseSettings
 from pydantic import SecretStr
+
+from services.alert_worker.tests.amqp_peer import EventHubPeer
+
+
+@pytest.fixture(autouse=True)
+def alerts_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's worker keeps its durable state (outbox, open alerts) in its own folder."""
+    state = tmp_path / "alerts-state"
+    monkeypatch.setenv("ALERTS_STATE_DIR", str(state))
+    monkeypatch.delenv("ALERTS_EVENTHUB_CONNECTION_STRING", raising=False)
+    return state
 
 
 @pytest.fixture
@@ -45,3 +57,10 @@ async def store(alerts_db: DatabaseSettings) -> AsyncIterator[AlertStore]:
         yield AlertStore(pool)
     finally:
         await pool.close()
+
+
+@pytest.fixture
+def eventhub_peer() -> Iterator[EventHubPeer]:
+    """A real AMQP 1.0 Event Hubs peer (python-qpid-proton) behind its relay, on loopback."""
+    with EventHubPeer() as peer:
+        yield peer

@@ -126,3 +126,38 @@ async def test_acknowledging_is_off_without_a_configured_token(store: AlertStore
             f"/api/v1/alerts/{seeded['voltage'].alert_id}/ack", json={"by": "x"}, headers={"Authorization": "Bearer x"}
         )
     assert response.status_code == 403
+
+
+async def test_the_openapi_schema_declares_every_answer_with_its_model(client: httpx.AsyncClient) -> None:
+    schema = (await client.get("/openapi.json")).json()
+    paths = schema["paths"]
+    assert not [p for p in paths if p.startswith("/ui")]  # the operator page is HTML for people
+
+    def answers(path: str, method: str) -> dict[str, str]:
+        responses = paths[path][method]["responses"]
+        return {code: next(iter(r["content"].values()))["schema"].get("$ref", "") for code, r in responses.items()}
+
+    listing = answers("/api/v1/alerts", "get")
+    assert listing == {
+        "200": "#/components/schemas/AlertList",
+        "422": "#/components/schemas/ValidationErrorDetail",
+        "503": "#/components/schemas/ErrorDetail",
+    }
+    ack = answers("/api/v1/alerts/{alert_id}/ack", "post")
+    assert ack["200"] == "#/components/schemas/Alert"
+    assert {code: ack[code] for code in ("401", "403", "404", "409", "503")} == dict.fromkeys(
+        ("401", "403", "404", "409", "503"), "#/components/schemas/ErrorDetail"
+    )
+    assert ack["422"] == "#/components/schemas/ValidationErrorDetail"
+    assert paths["/api/v1/alerts/{alert_id}/ack"]["post"]["security"] == [{"HTTPBearer": []}]
+    body = paths["/api/v1/alerts/{alert_id}/ack"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/AckRequest"}
+    alert_fields = schema["components"]["schemas"]["Alert"]["properties"]
+    assert {"id", "rule", "tag_path", "severity", "state", "acknowledged_by", "ack_comment", "cleared_at"} <= set(
+        alert_fields
+    )
+    filters = {p["name"] for p in paths["/api/v1/alerts"]["get"]["parameters"]}
+    assert filters == {"state", "min_severity", "rule", "tag", "since", "until", "limit"}
+    # What the schema promises is what the API answers.
+    wrong = await client.post(f"/api/v1/alerts/{uuid.uuid4()}/ack", json={"by": "x"})
+    assert wrong.status_code == 401 and set(wrong.json()) == {"detail"}

@@ -14,7 +14,10 @@
     that was never acknowledged keeps ``acknowledged_at`` null) or already acknowledged (the
     first acknowledgement, who and why, is kept). 200 with the alert otherwise.
 
-Both answer 503 while the database is unreachable (alerting itself goes on).
+Both answer 503 while the database is unreachable (alerting itself goes on). Every error is
+declared in the OpenAPI schema (``/openapi.json``, browsable at ``/docs``) with its model.
+
+``/ui/...`` is the operator page (:mod:`plantmon_alerts.ui`), on the same app.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import hmac
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -67,6 +71,32 @@ class Alert(BaseModel):
 class AlertList(BaseModel):
     alerts: list[Alert]
     count: int
+
+
+class ErrorDetail(BaseModel):
+    """An error with its reason."""
+
+    detail: str = Field(description="Why the request was refused")
+
+
+class ValidationProblem(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationErrorDetail(BaseModel):
+    """Invalid input: one entry per problem, naming the field."""
+
+    detail: list[ValidationProblem]
+
+
+UNAVAILABLE: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorDetail, "description": "The alert database is unreachable (alerting goes on)"}
+}
+INVALID: dict[int | str, dict[str, Any]] = {
+    422: {"model": ValidationErrorDetail, "description": "Invalid input; `detail` names each field and why"}
+}
 
 
 class AckRequest(BaseModel):
@@ -115,13 +145,35 @@ def create_app(
     registry: CollectorRegistry,
     health: HealthCheck,
     api_token: SecretStr | None,
+    *,
+    on_ack: Callable[[dict[str, Any]], None] | None = None,
+    session_max_age_s: int = 8 * 3600,
 ) -> FastAPI:
-    """``/health``, ``/metrics`` and the alert API on one app."""
+    """``/health``, ``/metrics``, the alert API and the operator page on one app.
+
+    ``on_ack`` is called with the row of every acknowledgement (API or page), after it is stored.
+    """
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    from plantmon_alerts.ui import operator_router
+
     app = health_app("plantmon alert worker", registry, health)
+    app.version = "1.0"
+    app.description = "Alerts of the plant: list, acknowledge; operator page under /ui/alerts."
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> Any:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="plantmon alerts API")
+
     router = APIRouter(prefix="/api/v1")
     require_token = TokenCheck(api_token)
 
-    @router.get("/alerts", summary="List alerts", response_model=AlertList)
+    @router.get(
+        "/alerts",
+        summary="List alerts",
+        response_model=AlertList,
+        responses={**INVALID, **UNAVAILABLE},
+    )
     async def list_alerts(
         state: Annotated[list[StateFilter] | None, Query(description="Repeatable")] = None,
         min_severity: Annotated[int, Query(ge=1, le=5)] = 1,
@@ -157,6 +209,14 @@ def create_app(
         summary="Acknowledge an open alert",
         response_model=Alert,
         dependencies=[Depends(require_token)],
+        responses={
+            401: {"model": ErrorDetail, "description": "No bearer token, or a wrong one"},
+            403: {"model": ErrorDetail, "description": "Acknowledging is off: no ALERTS_API_TOKEN configured"},
+            404: {"model": ErrorDetail, "description": "No alert has this id"},
+            409: {"model": ErrorDetail, "description": "The alert is already cleared or acknowledged"},
+            **INVALID,
+            **UNAVAILABLE,
+        },
     )
     async def acknowledge(alert_id: Annotated[uuid.UUID, Path()], body: AckRequest) -> dict[str, Any]:
         try:
@@ -170,7 +230,10 @@ def create_app(
         except StoreError as exc:
             raise _unavailable(exc) from exc
         logger.info("alert acknowledged", extra={"alert_id": str(alert_id), "by": body.by})
+        if on_ack is not None:
+            on_ack(row)
         return row
 
     app.include_router(router)
+    app.include_router(operator_router(store, api_token, on_ack=on_ack, session_max_age_s=session_max_age_s))
     return app

@@ -13,8 +13,10 @@ same for every rule kind:
 At most one alert is open per (rule, tag): a condition already active never raises again.
 Time comes in from outside: a sample's own ``source_time`` in :meth:`Engine.feed`, and the
 caller's ``now`` in :meth:`Engine.tick`, which completes persistence windows when no new sample
-arrives (an unchanged value may not be republished). :meth:`Engine.restore` takes the open
-alerts back from the database after a restart, so they are continued, not raised twice.
+arrives (an unchanged value may not be republished) and lets time-judged kinds (stale data) speak.
+:meth:`Engine.restore` takes the open alerts back from the database after a restart, so they are
+continued, not raised twice; :meth:`Engine.replace_rules` swaps in a reloaded rules file, keeping
+the open alerts and windows of the rules that did not change kind.
 """
 
 from __future__ import annotations
@@ -106,6 +108,7 @@ class _Slot:
     pending_side: str | None = None
     pending_since: datetime | None = None
     pending_threshold: float | None = None
+    pending_measured: float | None = None
     last_state: VerdictState = VerdictState.UNKNOWN
     last_value: float | None = None
     active: ActiveAlert | None = None
@@ -222,6 +225,35 @@ class Engine:
             )
         return transitions
 
+    def replace_rules(self, rules: Iterable[RuleBase], now: datetime) -> list[Transition]:
+        """Swap in a reloaded rules file without losing what is going on.
+
+        A rule whose name and kind are unchanged keeps its state on every tag it still matches:
+        open alerts continue (the new definition decides when they clear), persistence windows
+        and the memory of stateful kinds carry on. An open alert whose rule is gone, changed
+        kind, or no longer matches the tag is cleared (``orphaned``), as at a restart.
+        """
+        new_rules = {rule.name: rule for rule in rules}
+        transitions: list[Transition] = []
+        for key, slot in list(self._slots.items()):
+            name, path = key
+            old, new = self.rules.get(name), new_rules.get(name)
+            if new is not None and old is not None and new.kind == old.kind and new.matches(path):
+                continue
+            del self._slots[key]
+            if slot.active is not None:
+                alert = slot.active
+                logger.info(
+                    "clearing an open alert whose rule was removed or changed kind",
+                    extra={"alert_id": str(alert.alert_id), "rule": name, "tag": path},
+                )
+                transitions.append(
+                    Cleared(alert.alert_id, name, path, alert.severity, slot.last_value, now, orphaned=True)
+                )
+        self.rules = new_rules
+        self._matching.clear()
+        return transitions
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     def _slot(self, rule: str, path: str) -> _Slot:
@@ -259,6 +291,7 @@ class Engine:
         if slot.pending_side != verdict.side or slot.pending_since is None:
             slot.pending_side, slot.pending_since = verdict.side, at
         slot.pending_threshold = verdict.threshold
+        slot.pending_measured = verdict.measured
         if self._window_over(rule, slot, at):
             transitions.append(self._raise(rule, path, slot, value, at))
         return transitions
@@ -268,6 +301,6 @@ class Engine:
         alert = ActiveAlert(self.new_id(), rule.name, path, side, rule.severity, value, value, at)
         slot.active = alert
         slot.condition.active_side = side
-        message = rule.render(path, value, slot.pending_threshold, self.units.get(path, ""))
-        slot.pending_side = slot.pending_since = slot.pending_threshold = None
+        message = rule.render(path, value, slot.pending_threshold, self.units.get(path, ""), slot.pending_measured)
+        slot.pending_side = slot.pending_since = slot.pending_threshold = slot.pending_measured = None
         return Raised(alert.alert_id, rule.name, path, rule.severity, message, value, at)

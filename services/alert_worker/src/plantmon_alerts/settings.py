@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from plantmon_common.opcua import OpcUaClientSettings
 from plantmon_common.settings import DatabaseSettings, ServiceSettings, require_secret
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from plantmon_alerts.rules import DEFAULT_RULES_FILE
@@ -42,7 +43,93 @@ class AlertSettings(ServiceSettings):
         default_factory=_database_from_env, exclude=True, description="From PGHOST, PGPORT, PGDATABASE, PGUSER ..."
     )
 
+    # -- durable state, retention ------------------------------------------------------------
+    state_dir: Path = Field(
+        default=Path("alerts-state"),
+        description="Local folder of the durable outbox and the open alerts (SQLite); survives restarts",
+    )
+    retention_days: int = Field(
+        default=2557, ge=1, description="Cleared alerts older than this many days are deleted (default 7 years)"
+    )
+    maintenance_interval_s: float = Field(default=3600.0, gt=0, description="How often old alerts are deleted")
+
+    # -- Azure Event Hubs ---------------------------------------------------------------------
+    eventhub_connection_string: SecretStr | None = Field(
+        default=None, description="Event Hubs connection string; unset or empty = delivery off"
+    )
+    eventhub_name: str | None = Field(default=None, description="Event hub name when the string has no EntityPath")
+    eventhub_min_severity: int = Field(default=3, ge=1, le=5, description="Publish transitions of this severity up")
+    eventhub_transport: Literal["amqp", "websockets"] = Field(
+        default="amqp", description="amqp (port 5671) or websockets (AMQP over WebSockets, port 443)"
+    )
+    eventhub_http_proxy: str | None = Field(
+        default=None, description="http://[user:password@]host:port; implies websockets"
+    )
+    eventhub_custom_endpoint: str | None = Field(
+        default=None, description="sb://host:port to connect to instead of the namespace (a relay in front of it)"
+    )
+    eventhub_retry_total: int = Field(default=1, ge=0, le=10, description="SDK retries inside one send")
+    eventhub_retry_backoff_s: float = Field(default=0.2, ge=0, description="SDK retry backoff factor")
+    eventhub_retry_backoff_max_s: float = Field(default=2.0, ge=0, description="SDK retry backoff ceiling")
+    eventhub_send_timeout_s: float = Field(
+        default=10.0, gt=0, description="Bound on one delivery round (connect included); then retry later"
+    )
+    eventhub_backoff_max_s: float = Field(default=10.0, gt=0, description="Longest wait between delivery rounds")
+
+    # -- operator page ------------------------------------------------------------------------
+    session_max_age_s: int = Field(default=8 * 3600, ge=60, description="Operator page sign-in lifetime")
+
+    @field_validator("eventhub_connection_string", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("eventhub_http_proxy", "eventhub_name", "eventhub_custom_endpoint", mode="before")
+    @classmethod
+    def _empty_text_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("api_token")
     @classmethod
     def _no_placeholder(cls, value: SecretStr | None) -> SecretStr | None:
         return require_secret("ALERTS_API_TOKEN", value)
+
+    @field_validator("eventhub_connection_string")
+    @classmethod
+    def _no_placeholder_connection(cls, value: SecretStr | None) -> SecretStr | None:
+        return require_secret("ALERTS_EVENTHUB_CONNECTION_STRING", value)
+
+    @model_validator(mode="after")
+    def _connection_string_is_complete(self) -> AlertSettings:
+        if self.eventhub_connection_string is not None:
+            fields = {
+                key.strip().lower(): value
+                for key, _, value in (
+                    part.partition("=") for part in self.eventhub_connection_string.get_secret_value().split(";")
+                )
+                if key.strip()
+            }
+            missing = [
+                name
+                for name, present in (
+                    ("Endpoint=sb://...", fields.get("endpoint", "").startswith("sb://")),
+                    (
+                        "SharedAccessKeyName+SharedAccessKey or SharedAccessSignature",
+                        ("sharedaccesskey" in fields and "sharedaccesskeyname" in fields)
+                        or "sharedaccesssignature" in fields,
+                    ),
+                    ("EntityPath (or ALERTS_EVENTHUB_NAME)", bool(fields.get("entitypath") or self.eventhub_name)),
+                )
+                if not present
+            ]
+            if missing:
+                raise ValueError(f"ALERTS_EVENTHUB_CONNECTION_STRING lacks {', '.join(missing)}")
+        return self
+
+    @model_validator(mode="after")
+    def _proxy_is_a_url(self) -> AlertSettings:
+        if self.eventhub_http_proxy is not None:
+            from plantmon_alerts.delivery.eventhub import proxy_settings
+
+            proxy_settings(self.eventhub_http_proxy)  # raises ValueError with the reason
+        return self

@@ -6,10 +6,12 @@ engine chose, a peak an ``UPDATE`` of ``peak_value``, a clear sets ``state='clea
 ``acknowledged_at`` null). Acknowledgement is the API's: only an open, unacknowledged alert can
 be acknowledged.
 
-:class:`Outbox` keeps transitions in memory, in order, until they are committed: alerting goes
-on while the database is down, and the backlog is written when it is back (a durable, on-disk
-outbox is a later step). A raise that meets an open alert of the same condition in the table
-(a restart while the database was down) adopts that row instead of opening a second one.
+:class:`Outbox` keeps transitions, in order, in the worker's durable local state file
+(:mod:`plantmon_alerts.delivery.journal`) until they are committed: alerting goes on while the
+database is down, the backlog survives a restart and is written when the database is back.
+:meth:`AlertStore.delete_expired` is the retention step. A raise that meets an open alert of
+the same condition in the table (a restart while the database was down) adopts that row instead
+of opening a second one.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,6 +28,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from plantmon_alerts.delivery.journal import EventFactory, StateJournal
 from plantmon_alerts.engine import Cleared, OpenAlert, PeakUpdated, Raised, Transition
 
 logger = logging.getLogger(__name__)
@@ -186,6 +188,17 @@ class AlertStore:
                 (t.at, self._row_id(t.alert_id, adopted)),
             )
 
+    async def delete_expired(self, retention_days: int) -> int:
+        """Delete alerts cleared more than ``retention_days`` ago (open ones are never deleted)."""
+        try:
+            async with self.pool.connection(timeout=self.timeout) as conn:
+                # The role cannot DELETE; this SECURITY DEFINER function deletes only old cleared alerts.
+                cur = await conn.execute("SELECT purge_cleared_alerts(%s)", (retention_days,))
+                row = await cur.fetchone()
+                return int(row[0]) if row else 0
+        except psycopg.Error as exc:
+            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+
     async def get(self, alert_id: uuid.UUID) -> dict[str, Any] | None:
         try:
             async with self.pool.connection(timeout=self.timeout) as conn:
@@ -244,41 +257,46 @@ class AlertStore:
 
 
 class Outbox:
-    """Transitions not yet committed, in order; :meth:`flush` writes them in batches."""
+    """Transitions not yet committed, in order, kept in the durable :class:`StateJournal`.
 
-    def __init__(self, store: AlertStore, *, batch_size: int = 200) -> None:
+    :meth:`put` records them (and their Event Hubs events, through ``make_event``) in the local
+    state file before returning; :meth:`flush` writes them to the database in batches and drops
+    each batch from the file once committed. Without a journal (tests of other parts) the state
+    lives in an in-memory SQLite database.
+    """
+
+    def __init__(self, store: AlertStore, *, batch_size: int = 200, journal: StateJournal | None = None) -> None:
         self.store = store
         self.batch_size = batch_size
-        self._pending: deque[Transition] = deque()
+        self.journal = journal if journal is not None else StateJournal(None)
         self._lock = asyncio.Lock()
         self.wakeup = asyncio.Event()
 
     @property
     def depth(self) -> int:
         """Transitions not yet written to the database."""
-        return len(self._pending)
+        return self.journal.write_depth
 
-    def put(self, transitions: Iterable[Transition]) -> None:
-        added = False
-        for transition in transitions:
-            self._pending.append(transition)
-            added = True
-        if added:
-            self.wakeup.set()
+    def put(self, transitions: Iterable[Transition], make_event: EventFactory | None = None) -> int:
+        """Record ``transitions`` durably; returns how many events were queued for Event Hubs."""
+        batch = list(transitions)
+        if not batch:
+            return 0
+        events = self.journal.record(batch, make_event)
+        self.wakeup.set()
+        return events
 
     def holds(self, rule: str, tag_path: str) -> bool:
         """Whether a transition of this condition waits to be written."""
-        return any(t.rule == rule and t.tag_path == tag_path for t in self._pending)
+        return self.journal.holds(rule, tag_path)
 
     async def flush(self) -> int:
         """Write everything pending (raises :class:`StoreError`, keeping what was not committed)."""
         written = 0
         async with self._lock:
             self.wakeup.clear()
-            while self._pending:
-                batch = [self._pending[i] for i in range(min(self.batch_size, len(self._pending)))]
-                await self.store.write(batch)
-                for _ in batch:
-                    self._pending.popleft()
+            while batch := self.journal.pending_writes(self.batch_size):
+                await self.store.write([t for _, t in batch])
+                self.journal.written(seq for seq, _ in batch)
                 written += len(batch)
         return written

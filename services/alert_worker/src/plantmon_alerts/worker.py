@@ -8,10 +8,16 @@ Tasks inside :func:`run`:
   persistence windows end even when no new sample arrives;
 * the writer, which writes the outbox to the database and retries with backoff while the
   database is down. On its first contact with the database it restores the open alerts into
-  the engine, so a restart continues them instead of raising them again;
-* the HTTP server (API, ``/health``, ``/metrics``).
+  the engine, so a restart continues them instead of raising them again; it also deletes
+  alerts cleared longer ago than the retention (every ``maintenance_interval_s``);
+* the publisher (when ``ALERTS_EVENTHUB_CONNECTION_STRING`` is set), which sends the event
+  outbox to Azure Event Hubs;
+* the HTTP server (API, operator page, ``/health``, ``/metrics``).
 
-Evaluation never waits for the database: alerting goes on through a database outage.
+Every transition is first committed to the local state file in ``ALERTS_STATE_DIR``
+(:mod:`plantmon_alerts.delivery.journal`): the database outbox, the Event Hubs outbox and the
+open alerts. At start the open alerts come back from that file, so state survives a restart
+even while the database is down. Evaluation never waits for the database or Event Hubs.
 """
 
 from __future__ import annotations
@@ -29,10 +35,20 @@ from plantmon_common.opcua import DiscoveredTag, PlantSubscriber, Sample
 from plantmon_common.service import serve_http, wait_or_stop
 from prometheus_client import CollectorRegistry
 
+from plantmon_alerts.anomaly import AnomalyRunner, TrainingSet, read_healthy_window
 from plantmon_alerts.api import create_app
+from plantmon_alerts.delivery import (
+    DeliveryMetrics,
+    EventHubOptions,
+    EventHubPublisher,
+    StateJournal,
+    acknowledged_event,
+    event_factory,
+)
+from plantmon_alerts.delivery.journal import EventFactory
 from plantmon_alerts.engine import Engine, Transition
 from plantmon_alerts.metrics import AlertMetrics
-from plantmon_alerts.rules import load_rules
+from plantmon_alerts.rules import AnomalyRule, RuleBase, RulesWatcher, load_rules
 from plantmon_alerts.settings import AlertSettings
 from plantmon_alerts.store import AlertStore, Outbox, StoreError, make_pool
 
@@ -51,10 +67,40 @@ class AlertWorker:
         self.settings = settings
         self.rules = load_rules(settings.rules_file)
         self.engine = Engine(self.rules)
+        # Rules and anomaly detection (issue 6): reload on SIGHUP / file change; models in state_dir.
+        self.rules_watcher = RulesWatcher(settings.rules_file, self._apply_rules, initial=self.rules)
+        self.anomaly = AnomalyRunner(self.rules, settings.state_dir, registry, self._read_training_window)
         self.pool = make_pool(settings.database.conninfo(), timeout=settings.db_timeout_s)
         self.store = AlertStore(self.pool, timeout=settings.db_timeout_s)
-        self.outbox = Outbox(self.store)
-        self.metrics = AlertMetrics(registry, active=self.engine.active, outbox_depth=lambda: self.outbox.depth)
+        self.journal = StateJournal.in_dir(settings.state_dir)
+        self.outbox = Outbox(self.store, journal=self.journal)
+        self.metrics = AlertMetrics(
+            registry,
+            active=self.engine.active,
+            outbox_depth=lambda: self.journal.write_depth + self.journal.event_depth,
+        )
+        self.delivery_metrics = DeliveryMetrics(registry)
+        self.publisher: EventHubPublisher | None = None
+        self._make_event: EventFactory | None = None
+        if settings.eventhub_connection_string is not None:
+            self.publisher = EventHubPublisher(self._eventhub_options(), self.journal, self.delivery_metrics)
+            self._make_event = event_factory(settings.site, settings.eventhub_min_severity)
+            logger.info(
+                "Event Hubs delivery on",
+                extra={
+                    "min_severity": settings.eventhub_min_severity,
+                    "transport": "websockets" if settings.eventhub_http_proxy else settings.eventhub_transport,
+                    "proxy": bool(settings.eventhub_http_proxy),
+                    "pending_events": self.journal.event_depth,
+                },
+            )
+        else:
+            logger.warning(
+                "Event Hubs delivery is off: ALERTS_EVENTHUB_CONNECTION_STRING is not set "
+                "(alerts are still evaluated, stored and served)",
+                extra={"pending_events": self.journal.event_depth},
+            )
+        self.last_maintenance: float | None = None
         self.queue: asyncio.Queue[tuple[Sample, float]] = asyncio.Queue(maxsize=settings.queue_size)
         self.subscriber = PlantSubscriber(
             settings.opcua,
@@ -66,7 +112,43 @@ class AlertWorker:
         self.db_up: bool | None = None
         self.restored = False
         self._dropping = False
-        self.app = create_app(self.store, registry, self.health, settings.api_token)
+        self.app = create_app(
+            self.store,
+            registry,
+            self.health,
+            settings.api_token,
+            on_ack=self._acknowledged,
+            session_max_age_s=settings.session_max_age_s,
+        )
+        # Continue the alerts that were open when the worker stopped (no database needed).
+        self._emit(self.engine.restore(self.journal.open_alerts(), datetime.now(UTC)))
+        if self.engine.active():
+            logger.info("open alerts restored from the local state", extra={"open_alerts": len(self.engine.active())})
+
+    def _eventhub_options(self) -> EventHubOptions:
+        s = self.settings
+        assert s.eventhub_connection_string is not None
+        return EventHubOptions(
+            connection_string=s.eventhub_connection_string.get_secret_value(),
+            eventhub_name=s.eventhub_name,
+            transport=s.eventhub_transport,
+            http_proxy=s.eventhub_http_proxy,
+            custom_endpoint=s.eventhub_custom_endpoint,
+            retry_total=s.eventhub_retry_total,
+            retry_backoff_s=s.eventhub_retry_backoff_s,
+            retry_backoff_max_s=s.eventhub_retry_backoff_max_s,
+            send_timeout_s=s.eventhub_send_timeout_s,
+            backoff_max_s=s.eventhub_backoff_max_s,
+        )
+
+    def _acknowledged(self, row: dict[str, Any]) -> None:
+        """The API acknowledged an alert: queue its event (the database has the row already)."""
+        if self.publisher is None:
+            return
+        event = acknowledged_event(row, self.settings.site, self.settings.eventhub_min_severity)
+        if event is not None:
+            self.journal.add_event(event)
+            self.publisher.wakeup.set()
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -86,6 +168,15 @@ class AlertWorker:
         for tag in tags:
             self.engine.units[tag.path] = tag.unit
 
+    def _apply_rules(self, rules: list[RuleBase]) -> None:
+        """A reloaded, valid rules file: unchanged rules keep their open alerts (Engine.replace_rules)."""
+        self.rules = rules
+        self._emit(self.engine.replace_rules(rules, datetime.now(UTC)))
+        self.anomaly.set_rules(rules)
+
+    async def _read_training_window(self, rule: AnomalyRule, end: datetime) -> TrainingSet:
+        return await read_healthy_window(self.pool, rule, end)
+
     def _opcua_state(self, connected: bool) -> None:
         self.metrics.opcua_connected.set(1 if connected else 0)
 
@@ -98,7 +189,8 @@ class AlertWorker:
                 f"alert {type(t).__name__.lower()}",
                 extra={"alert_id": str(t.alert_id), "rule": t.rule, "tag": t.tag_path, "severity": t.severity},
             )
-        self.outbox.put(transitions)
+        if self.outbox.put(transitions, self._make_event) and self.publisher is not None:
+            self.publisher.wakeup.set()
 
     async def evaluate(self, stop: asyncio.Event) -> None:
         """Feed the engine from the queue; tick it while the subscription is up."""
@@ -112,13 +204,17 @@ class AlertWorker:
                 pass
             else:
                 self._emit(self.engine.feed(sample))
+                self.anomaly.observe(sample)
                 self.metrics.samples.inc()
                 self.metrics.evaluation.observe(time.perf_counter() - arrived)
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + interval
                 # A tick on a lost subscription would raise on stale values.
                 if self.subscriber.connected:
-                    self._emit(self.engine.tick(datetime.now(UTC)))
+                    now = datetime.now(UTC)
+                    self._emit(self.engine.tick(now))
+                    for score in self.anomaly.tick(now):
+                        self._emit(self.engine.feed(score))
 
     # -- database ------------------------------------------------------------------------------
 
@@ -127,7 +223,7 @@ class AlertWorker:
             logger.info("database reachable", extra={"outbox_depth": self.outbox.depth})
         elif not up and self.db_up is not False:
             logger.warning(
-                "database unreachable, keeping alert transitions in memory",
+                "database unreachable, keeping alert transitions in the local state file",
                 extra={"error": error, "outbox_depth": self.outbox.depth},
             )
         self.db_up = up
@@ -144,13 +240,27 @@ class AlertWorker:
         logger.info("open alerts restored from the database", extra={"open_alerts": len(open_alerts)})
 
     async def sync_once(self) -> None:
-        """One round of the writer: restore once, flush, or ping when idle."""
+        """One round of the writer: restore once, flush, or ping when idle; retention when due."""
         if not self.restored:
             await self.restore()
         if self.outbox.depth:
             await self.outbox.flush()
         else:
             await self.store.ping()
+        now = time.monotonic()
+        if self.last_maintenance is None or now - self.last_maintenance >= self.settings.maintenance_interval_s:
+            await self.maintain()
+            self.last_maintenance = now
+
+    async def maintain(self) -> int:
+        """Retention: delete alerts cleared more than ``retention_days`` ago."""
+        deleted = await self.store.delete_expired(self.settings.retention_days)
+        if deleted:
+            logger.info(
+                "old cleared alerts deleted",
+                extra={"deleted": deleted, "retention_days": self.settings.retention_days},
+            )
+        return deleted
 
     async def write(self, stop: asyncio.Event) -> None:
         """Keep the database in step with the engine until ``stop``; retry with backoff."""
@@ -184,6 +294,10 @@ class AlertWorker:
             "rules": len(self.rules),
             "active_alerts": len(self.engine.active()),
             "outbox_depth": self.outbox.depth,
+            "events_pending": self.journal.event_depth,
+            "eventhub": "off"
+            if self.publisher is None
+            else {True: "up", False: "down", None: "unknown"}[self.publisher.up],
             "queue_depth": self.queue.qsize(),
         }
         return bool(self.subscriber.connected and self.db_up), details
@@ -206,6 +320,10 @@ class AlertWorker:
                     asyncio.create_task(self.evaluate(stop), name="evaluate"),
                     asyncio.create_task(self.write(stop), name="write"),
                 ]
+                if self.publisher is not None:
+                    tasks.append(asyncio.create_task(self.publisher.run(stop), name="eventhub"))
+                tasks.append(asyncio.create_task(self.rules_watcher.run(stop), name="rules"))
+                tasks.append(asyncio.create_task(self.anomaly.run(stop), name="anomaly"))
                 logger.info(
                     "alert worker running",
                     extra={"rules": [r.name for r in self.rules], "opcua": s.opcua.url, "site": s.site},
@@ -223,6 +341,7 @@ class AlertWorker:
                     raise crashed[0]
         finally:
             await self.pool.close()
+            self.journal.close()
 
     async def _drain(self) -> None:
         """After stop: evaluate what is queued, then try once more to write the outbox."""
@@ -233,7 +352,7 @@ class AlertWorker:
             await asyncio.wait_for(self.outbox.flush(), timeout=FINAL_FLUSH_S)
         except (StoreError, TimeoutError) as exc:
             logger.error(
-                "stopping with alert transitions not written",
+                "stopping with alert transitions not yet written (kept in the local state file)",
                 extra={"outbox_depth": self.outbox.depth, "error": str(exc) or type(exc).__name__},
             )
         logger.info("alert worker stopped")

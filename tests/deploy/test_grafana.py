@@ -1,19 +1,17 @@
 """Grafana's provisioning is well formed: datasources with unique uids (PostgreSQL as the read-only
 role with the TimescaleDB option, Prometheus), a file provider for the mounted dashboards folder,
-dashboards with unique uids that reference only provisioned datasources; and the dashboards' SQL
-runs as plantmon_reader against the real schema."""
+dashboards with unique uids that reference only provisioned datasources and variables they define,
+and Grafana's own security settings (admin password from the environment, anonymous access off).
+The dashboards' SQL is executed against the real schema in tests/grafana."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
-import pytest
 import yaml
 
 from tests.deploy.deploy_files import REPO
@@ -53,19 +51,6 @@ def datasource_refs(node: Any) -> Iterator[dict[str, Any]]:
     elif isinstance(node, list):
         for item in node:
             yield from datasource_refs(item)
-
-
-def sql_targets() -> list[tuple[str, str]]:
-    """``(dashboard uid / panel title, rawSql)`` of every SQL query of every dashboard."""
-    pg_uids = {ds["uid"] for ds in datasources() if ds["type"] in PG_TYPES}
-    queries = []
-    for dashboard in dashboards().values():
-        for panel in dashboard.get("panels", []):
-            for target in panel.get("targets", []):
-                uid = (target.get("datasource") or panel.get("datasource") or {}).get("uid")
-                if uid in pg_uids:
-                    queries.append((f"{dashboard['uid']}/{panel['title']}", target["rawSql"]))
-    return queries
 
 
 def test_datasources_have_unique_uids_and_names() -> None:
@@ -119,71 +104,51 @@ def test_dashboards_have_unique_uids_and_reference_only_provisioned_datasources(
             assert ref.get("type", known[ref["uid"]]) == known[ref["uid"]], f"{path.name}: {ref}"
 
 
-def test_a_panel_trends_the_temperatures_from_sensor_data() -> None:
-    queries = [sql for _, sql in sql_targets()]
-    assert any("FROM sensor_data" in sql and "sensorname = 'temperature'" in sql for sql in queries)
+def test_grafana_takes_its_admin_password_from_the_environment_and_refuses_anonymous_users(resolve: Resolve) -> None:
+    environment = resolve()["services"]["grafana"]["environment"]
+    assert environment["GF_SECURITY_ADMIN_PASSWORD"].startswith("test-only-"), "from .env, never a default"
+    assert environment["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    compose_text = (REPO / "docker-compose.yaml").read_text(encoding="utf-8")
+    assert "GF_SECURITY_ADMIN_PASSWORD: ${GF_SECURITY_ADMIN_PASSWORD:?" in compose_text
 
 
-def expand_macros(sql: str, start: datetime, end: datetime, interval: str = "60s") -> str:
-    """What Grafana's PostgreSQL datasource (TimescaleDB option on) sends for the macros used here."""
-
-    def time_group(match: re.Match[str], alias: bool) -> str:
-        column = match.group(1).strip()
-        expression = f"time_bucket('{interval}', {column})"
-        return f'{expression} AS "time"' if alias else expression
-
-    sql = re.sub(r"\$__timeGroupAlias\(([^,]+),\s*\$__interval\)", lambda m: time_group(m, True), sql)
-    sql = re.sub(r"\$__timeGroup\(([^,]+),\s*\$__interval\)", lambda m: time_group(m, False), sql)
-    sql = re.sub(
-        r"\$__timeFilter\(([^)]+)\)",
-        lambda m: f"{m.group(1)} BETWEEN '{start.isoformat()}' AND '{end.isoformat()}'",
-        sql,
-    )
-    assert "$__" not in sql, f"a macro this test does not expand: {sql}"
-    return sql
+def test_the_three_dashboards_are_provisioned() -> None:
+    titles = {board["uid"]: board["title"] for board in dashboards().values()}
+    assert set(titles) == {"plantmon-overview", "plantmon-alerts", "plantmon-stack"}
 
 
-def seed_temperatures(migrated_db: dict[str, str], at: datetime) -> None:
-    """Two temperature tags and a voltage tag with one sample each, written as the superuser."""
-    superuser = psycopg.conninfo.make_conninfo(
-        host=migrated_db["PGHOST"],
-        port=migrated_db["PGPORT"],
-        dbname=migrated_db["PGDATABASE"],
-        user=migrated_db["PGUSER"],
-        password=migrated_db.get("PGPASSWORD"),
-    )
-    with psycopg.connect(superuser) as conn:
-        for path, sensor, tag, value in (
-            ("Plant/Temperature/Upper", "temperature", "upper", 81.5),
-            ("Plant/Temperature/Lower", "temperature", "lower", 64.0),
-            ("Plant/Voltage/MainSupply", "voltage", "main_supply", 12.1),
-        ):
-            row = conn.execute(
-                "INSERT INTO tags (path, sensor, tag, unit) VALUES (%s, %s, %s, '') RETURNING id", (path, sensor, tag)
-            ).fetchone()
-            assert row is not None
-            conn.execute(
-                "INSERT INTO samples (time, tag_id, value, status) VALUES (%s, %s, %s, 0)", (at, row[0], value)
-            )
+def test_panels_have_unique_ids_and_do_not_overlap() -> None:
+    for path, board in dashboards().items():
+        panels = board["panels"]
+        assert len({panel["id"] for panel in panels}) == len(panels), path.name
+        cells: set[tuple[int, int]] = set()
+        for panel in panels:
+            grid = panel["gridPos"]
+            assert grid["x"] + grid["w"] <= 24, f"{path.name}: {panel['title']} is wider than the grid"
+            mine = {
+                (x, y) for x in range(grid["x"], grid["x"] + grid["w"]) for y in range(grid["y"], grid["y"] + grid["h"])
+            }
+            assert not mine & cells, f"{path.name}: {panel['title']} overlaps another panel"
+            cells |= mine
 
 
-@pytest.mark.parametrize("name, sql", sql_targets(), ids=[name for name, _ in sql_targets()])
-def test_dashboard_sql_runs_as_the_reader_against_the_real_schema(
-    migrated_db: dict[str, str], name: str, sql: str
-) -> None:
-    end = datetime.now(UTC)
-    seed_temperatures(migrated_db, end - timedelta(minutes=5))
-    reader = psycopg.conninfo.make_conninfo(
-        host=migrated_db["PGHOST"],
-        port=migrated_db["PGPORT"],
-        dbname=migrated_db["PGDATABASE"],
-        user="plantmon_reader",
-        password=migrated_db["reader_password"],
-    )
-    with psycopg.connect(reader) as conn:
-        cursor = conn.execute(expand_macros(sql, end - timedelta(hours=1), end))  # type: ignore[arg-type]
-        columns = [column.name for column in cursor.description or []]
-        rows = cursor.fetchall()
-    assert columns[0] == "time", "Grafana's time series format needs the time column first"
-    if "sensorname = 'temperature'" in sql:
-        assert sorted((row[1], row[2]) for row in rows) == [("lower", 64.0), ("upper", 81.5)]
+def test_dashboards_use_only_variables_they_define() -> None:
+    builtins = {"__interval", "__interval_ms", "__rate_interval", "__range", "__data", "__value", "__from", "__to"}
+    for path, board in dashboards().items():
+        defined = {variable["name"] for variable in board["templating"]["list"]}
+        text = json.dumps(board["panels"])
+        used = set(re.findall(r"\$\{(\w+)", text)) | set(re.findall(r"\$(\w+)", text))
+        used = {name for name in used if not name.startswith("__")} | (used & builtins)
+        assert used - builtins <= defined, f"{path.name}: undefined variables {sorted(used - builtins - defined)}"
+
+
+def test_every_prometheus_panel_query_names_a_metric_the_stack_exports() -> None:
+    exported = ("plantmon_", "up", "pg_", "node_", "process_", "ALERTS")
+    for path, board in dashboards().items():
+        for panel in board["panels"]:
+            for target in panel.get("targets", []):
+                if target.get("datasource", panel["datasource"])["uid"] != "plantmon-prometheus":
+                    continue
+                names = re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*(?=[{\[\s)]|$)", target["expr"])
+                metrics = [n for n in names if n not in {"sum", "rate", "min", "max", "by"}]
+                assert metrics and all(m.startswith(exported) for m in metrics), f"{path.name}: {target['expr']}"

@@ -124,6 +124,32 @@ def test_every_service_is_up_in_prometheus(stack: Stack) -> None:
     assert stack.prometheus is not None
     for job in ("sensors", "opc_server", "opc_scraper", "alert_worker"):
         stack.prometheus.wait_until_up(job, timeout=60)
+    # The stack dashboard's service metrics are really exported and scraped.
+    for metric in (
+        "plantmon_scraper_rows_written_total",
+        "plantmon_scraper_lag_seconds",
+        "plantmon_alerts_outbox_depth",
+    ):
+        assert stack.prometheus.query(metric), f"Prometheus has no {metric}"
+
+
+def test_whole_stack_memory_is_under_1_gb(stack: Stack) -> None:
+    """RSS of every process of every part (PostgreSQL with its backends, nginx with its workers,
+    Prometheus, the four services) summed, under 1 GiB: the conservative figure, shared pages counted
+    once per process; and their PSS (shared pages shared out), under 10^9 bytes."""
+    assert stack.prometheus is not None
+    for job in ("sensors", "opc_server", "opc_scraper", "alert_worker"):
+        stack.prometheus.wait_until_up(job, timeout=60)
+    parts = {part.name: part for part in stack.measure_memory()}
+    expected = {"postgresql", "nginx", "prometheus", "sensors", "opc_server", "opc_scraper", "alert_worker"}
+    assert expected <= set(parts), f"not measured: {expected - set(parts)}"
+    assert len(parts["postgresql"].pids) > 2, "the postmaster and its backends and workers"
+    assert len(parts["nginx"].pids) >= 2, "nginx's master and a worker"
+    assert all(part.rss_bytes > 0 for part in parts.values())
+    rss = sum(part.rss_bytes for part in parts.values())
+    pss = sum(part.pss_bytes for part in parts.values())
+    assert rss < 2**30, f"the stack takes {rss / 2**20:.0f} MiB RSS (shared pages counted per process)"
+    assert pss < 10**9, f"the stack takes {pss / 2**20:.0f} MiB PSS"
 
 
 def test_a_dmz_that_denies_the_readings_path_breaks_the_pipeline(tmp_path: Path) -> None:

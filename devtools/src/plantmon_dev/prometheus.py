@@ -162,6 +162,11 @@ class LocalPrometheus:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The pid of the running process (nginx's master), None when stopped."""
+        return self._proc.pid if self.running and self._proc is not None else None
+
     def all_targets(self) -> dict[str, str]:
         targets = dict(self.targets)
         if "prometheus" in job_names(self.source):

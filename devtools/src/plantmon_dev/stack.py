@@ -2,8 +2,9 @@
 
 PostgreSQL (a persistent cluster in the data folder), the migrations, the sensor service in
 simulation mode, the nginx DMZ, the OPC UA server (secure mode), the scraper, the alert worker
-and Prometheus, each a child process with its own log file, on their own ports and config files
-(never the system's nginx or Prometheus services). Ctrl-C or SIGTERM stops everything; the data
+and Prometheus (and Grafana with the project's dashboards when a Grafana binary is installed),
+each a child process with its own log file, on their own ports and config files (never the
+system's nginx, Prometheus or Grafana services). Ctrl-C or SIGTERM stops everything; the data
 folder keeps the database, certificates and generated secrets for the next start.
 
 The end-to-end tests start the pipeline through this same class with free ports and a
@@ -23,12 +24,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from plantmon_dev.grafana import GrafanaNotInstalled, LocalGrafana, grafana_command
+from plantmon_dev.memory import PartMemory, measure
 from plantmon_dev.nginx import NginxDmz
 from plantmon_dev.postgres import PostgresCluster
 from plantmon_dev.procs import free_port, stop_process, wait_for_port
@@ -46,6 +49,7 @@ SECRET_NAMES = (
     "OPC_SERVER_OPERATOR_PASSWORD",
     "SENSORS_ADMIN_TOKEN",
     "ALERTS_API_TOKEN",
+    "GF_SECURITY_ADMIN_PASSWORD",
 )
 
 
@@ -61,14 +65,17 @@ class Ports:
     scraper_http: int = 9102
     alerts_http: int = 9103
     prometheus: int = 9190  # not 9090: a Debian prometheus package runs its own there
+    grafana: int = 3000
 
     @classmethod
     def free(cls) -> Ports:
-        return cls(*(free_port() for _ in range(8)))
+        return cls(*(free_port() for _ in fields(cls)))
 
-    def busy(self) -> list[str]:
+    def busy(self, skip: Collection[str] = ()) -> list[str]:
         taken = []
         for name, port in vars(self).items():
+            if name in skip:
+                continue
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 taken.append(f"{name} ({port})")
         return taken
@@ -138,12 +145,16 @@ class Stack:
     bind: str = "127.0.0.1"
     poll_interval_s: float = 1.0
     with_prometheus: bool = True
+    # None: start Grafana when a binary is installed (and say how to get one when not).
+    with_grafana: bool | None = None
     dmz_template: Path | None = None
     extra_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict, init=False)
     postgres: PostgresCluster | None = field(default=None, init=False)
     dmz: NginxDmz | None = field(default=None, init=False)
     prometheus: LocalPrometheus | None = field(default=None, init=False)
+    grafana: LocalGrafana | None = field(default=None, init=False)
+    grafana_missing: str | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.data_dir = self.data_dir.resolve()
@@ -214,6 +225,12 @@ class Stack:
                 "OPC_SERVER_OPERATOR_PASSWORD": s["OPC_SERVER_OPERATOR_PASSWORD"],
                 "OPC_SERVER_HTTP_HOST": "127.0.0.1",
                 "OPC_SERVER_HTTP_PORT": str(p.opc_server_http),
+                # Older history (HistoryRead beyond the in-memory window) through the read-only role.
+                "OPC_SERVER_DB__HOST": "127.0.0.1",
+                "OPC_SERVER_DB__PORT": str(p.postgres),
+                "OPC_SERVER_DB__DATABASE": "plantmon",
+                "OPC_SERVER_DB__USER": "plantmon_reader",
+                "OPC_SERVER_DB__PASSWORD": s["DB_READER_PASSWORD"],
             },
             "opc_scraper": {
                 "SCRAPER_OPCUA__URL": self.opcua_url,
@@ -241,6 +258,31 @@ class Stack:
         }
         return {**common, **envs[name], **dict(self.extra_env.get(name, {}))}
 
+    def grafana_wanted(self) -> bool:
+        """Whether this start runs Grafana; records why not when it is simply not installed."""
+        if self.with_grafana is False:
+            return False
+        try:
+            grafana_command()
+        except GrafanaNotInstalled as exc:
+            if self.with_grafana:
+                raise RuntimeError(str(exc)) from exc
+            self.grafana_missing = str(exc)
+            return False
+        return True
+
+    def local_grafana(self) -> LocalGrafana:
+        """Grafana pointed at this stack's database, Prometheus and alert worker (not started)."""
+        return LocalGrafana(
+            workdir=self.data_dir / "grafana",
+            admin_password=self.secrets["GF_SECURITY_ADMIN_PASSWORD"],
+            postgres=f"127.0.0.1:{self.ports.postgres}",
+            reader_password=self.secrets["DB_READER_PASSWORD"],
+            prometheus_url=f"http://127.0.0.1:{self.ports.prometheus}",
+            alerts_url=f"http://127.0.0.1:{self.ports.alerts_http}",
+            port=self.ports.grafana,
+        )
+
     def start_service(self, name: str, module: str, health_port: int) -> Service:
         service = Service(name, module, self._service_env(name), health_port, self.logs / f"{name}.log")
         service.start()
@@ -257,7 +299,8 @@ class Stack:
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        busy = self.ports.busy()
+        run_grafana = self.grafana_wanted()
+        busy = self.ports.busy(skip=() if run_grafana else ("grafana",))
         if busy:
             raise RuntimeError(f"ports already in use: {', '.join(busy)}; stop what uses them (or an earlier run)")
         try:
@@ -286,6 +329,11 @@ class Stack:
                     workdir=self.data_dir / "prometheus",
                 )
                 self.prometheus.start()
+            if run_grafana:
+                self.grafana = self.local_grafana()
+                self.grafana.start()
+            elif self.grafana_missing:
+                logger.warning("grafana not started", extra={"how_to_install": self.grafana_missing})
         except BaseException:
             self.stop()
             raise
@@ -301,7 +349,32 @@ class Stack:
                 service.restarts += 1
                 service.start()
 
+    def memory_roots(self) -> dict[str, list[int]]:
+        """Root pids of every running part (name -> pids); :func:`~plantmon_dev.memory.measure` adds children."""
+        roots: dict[str, list[int]] = {}
+        if self.postgres is not None:
+            pidfile = self.postgres.datadir / "postmaster.pid"
+            if pidfile.exists():
+                roots["postgresql"] = [int(pidfile.read_text().split()[0])]
+        if self.dmz is not None and self.dmz.pid is not None:
+            roots["nginx"] = [self.dmz.pid]
+        if self.prometheus is not None and self.prometheus.pid is not None:
+            roots["prometheus"] = [self.prometheus.pid]
+        if self.grafana is not None and self.grafana.pid is not None:
+            roots["grafana"] = [self.grafana.pid]
+        for name, service in self.services.items():
+            if service.proc is not None and service.proc.poll() is None:
+                roots[name] = [service.proc.pid]
+        return roots
+
+    def measure_memory(self) -> list[PartMemory]:
+        """RSS and PSS of every process of the running stack, per part."""
+        parts: list[PartMemory] = measure(self.memory_roots())
+        return parts
+
     def stop(self) -> None:
+        if self.grafana is not None:
+            self.grafana.stop()
         if self.prometheus is not None:
             self.prometheus.stop()
         for service in reversed(list(self.services.values())):
@@ -336,6 +409,10 @@ class Stack:
                 f"  Prometheus              http://127.0.0.1:{p.prometheus}/targets"
                 if self.with_prometheus
                 else "  Prometheus              (not started)",
+                f"  Grafana                 http://127.0.0.1:{p.grafana}/  (user 'admin', password "
+                f"GF_SECURITY_ADMIN_PASSWORD in {self.data_dir / 'secrets.env'})"
+                if self.grafana is not None
+                else f"  Grafana                 (not started) {self.grafana_missing or ''}",
                 f"  Database (read-only)    {psql}",
                 f"  Logs                    {self.logs}/*.log   (task logs)",
                 "Every tag has rows when this query returns 0:",

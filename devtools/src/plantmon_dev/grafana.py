@@ -1,0 +1,246 @@
+"""Grafana, locally: the project's provisioning with local addresses, run in the foreground.
+
+``render_provisioning`` keeps ``grafana/provisioning`` and ``grafana/dashboards`` as the single
+source: the datasources file is copied with only the addresses rewritten (the local PostgreSQL
+port, the local Prometheus), the dashboard provider points at a copy of the dashboards whose
+``alerts_url`` variable defaults to the local alert worker. The password and the database name
+stay ``$DB_READER_PASSWORD`` / ``$PGDATABASE`` and are expanded by Grafana from its environment,
+exactly as in the container. ``LocalGrafana`` writes that, a ``grafana.ini`` with its own port,
+data, log and plugin folders (anonymous access off, admin password from the caller), and runs
+the ``grafana server`` (or older ``grafana-server``) binary as a child process.
+
+Grafana is not packaged by Debian; where no binary is found, :data:`HOW_TO_INSTALL` says how to
+get one, and the local stack runs without it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import httpx
+import yaml
+
+from plantmon_dev.procs import free_port, stop_process
+
+logger = logging.getLogger(__name__)
+
+PG_TYPES = {"grafana-postgresql-datasource", "postgres"}
+ALERTS_URL_VARIABLE = "alerts_url"
+HOW_TO_INSTALL = (
+    "Grafana is not installed, so the local stack runs without dashboards. Install Grafana OSS "
+    "(Debian/Ubuntu: add the apt repository https://apt.grafana.com and `apt-get install grafana`; "
+    "or unpack the standalone tarball from https://grafana.com/grafana/download and set "
+    "GRAFANA_BIN=<dir>/bin/grafana), then `./task up` starts it with the project's dashboards."
+)
+
+
+class GrafanaNotInstalled(FileNotFoundError):
+    """No ``grafana`` / ``grafana-server`` binary: the message says how to get one."""
+
+
+def repo_root() -> Path:
+    """The repository checkout this module was installed from (editable install)."""
+    return Path(__file__).resolve().parents[3]
+
+
+def default_provisioning() -> Path:
+    return repo_root() / "grafana" / "provisioning"
+
+
+def default_dashboards() -> Path:
+    return repo_root() / "grafana" / "dashboards"
+
+
+def grafana_command() -> list[str]:
+    """How to start Grafana's server: ``GRAFANA_BIN``, else ``grafana server``, else ``grafana-server``."""
+    candidates: list[Path] = []
+    if env := os.environ.get("GRAFANA_BIN"):
+        candidates.append(Path(env))
+    for name in ("grafana", "grafana-server"):
+        if found := shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/share/grafana/bin"):
+            candidates.append(Path(found))
+    for binary in candidates:
+        if binary.is_file() and os.access(binary, os.X_OK):
+            return [str(binary)] if binary.name == "grafana-server" else [str(binary), "server"]
+    raise GrafanaNotInstalled(HOW_TO_INSTALL)
+
+
+def grafana_home(command: list[str]) -> Path:
+    """Grafana's home (``conf/defaults.ini``, ``public/``): ``GRAFANA_HOME``, the binary's, or Debian's."""
+    candidates = [Path(os.environ["GRAFANA_HOME"])] if os.environ.get("GRAFANA_HOME") else []
+    binary = Path(command[0]).resolve()
+    candidates += [binary.parent.parent, Path("/usr/share/grafana")]
+    for home in candidates:
+        if (home / "conf" / "defaults.ini").exists():
+            return home
+    raise GrafanaNotInstalled(f"no Grafana home (conf/defaults.ini) near {binary}: set GRAFANA_HOME")
+
+
+def render_datasources(source: Path, postgres: str, prometheus_url: str) -> dict[str, Any]:
+    """The project's datasources file with the PostgreSQL and Prometheus addresses replaced."""
+    document: dict[str, Any] = yaml.safe_load(source.read_text(encoding="utf-8"))
+    for datasource in document["datasources"]:
+        if datasource["type"] in PG_TYPES:
+            datasource["url"] = postgres
+        elif datasource["type"] == "prometheus":
+            datasource["url"] = prometheus_url
+    return document
+
+
+def render_dashboard(source: Path, alerts_url: str) -> dict[str, Any]:
+    """A dashboard whose ``alerts_url`` variable (if any) defaults to ``alerts_url``."""
+    board: dict[str, Any] = json.loads(source.read_text(encoding="utf-8"))
+    for variable in board.get("templating", {}).get("list", []):
+        if variable.get("name") == ALERTS_URL_VARIABLE:
+            variable["query"] = alerts_url
+            variable["current"] = {"text": alerts_url, "value": alerts_url}
+            variable["options"] = [{"selected": True, "text": alerts_url, "value": alerts_url}]
+    return board
+
+
+def render_ini(port: int, workdir: Path) -> str:
+    """``grafana.ini`` of the local run: its own port and folders, no anonymous access, no phoning home."""
+    return "\n".join(
+        [
+            "# Generated by plantmon_dev.grafana for the local stack. Do not edit.",
+            "[server]",
+            "http_addr = 127.0.0.1",
+            f"http_port = {port}",
+            "[paths]",
+            f"data = {workdir / 'data'}",
+            f"logs = {workdir / 'logs'}",
+            f"plugins = {workdir / 'plugins'}",
+            f"provisioning = {workdir / 'provisioning'}",
+            "[auth.anonymous]",
+            "enabled = false",
+            "[analytics]",
+            "reporting_enabled = false",
+            "check_for_updates = false",
+            "check_for_plugin_updates = false",
+            "[log]",
+            "mode = console",
+            "",
+        ]
+    )
+
+
+@dataclass
+class LocalGrafana:
+    """Grafana on 127.0.0.1:``port`` with the project's provisioning pointed at local services.
+
+    ``postgres`` is ``host:port`` of the database; ``reader_password`` the read-only role's
+    password; ``admin_password`` the ``admin`` user's.
+    """
+
+    workdir: Path
+    admin_password: str
+    postgres: str
+    reader_password: str
+    prometheus_url: str
+    alerts_url: str
+    database: str = "plantmon"
+    port: int = field(default_factory=free_port)
+    provisioning: Path = field(default_factory=default_provisioning)
+    dashboards: Path = field(default_factory=default_dashboards)
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ini_path(self) -> Path:
+        return self.workdir / "grafana.ini"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "grafana.log"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def environment(self) -> dict[str, str]:
+        """What Grafana's process needs: the admin password and the values the provisioning expands."""
+        return {
+            "GF_SECURITY_ADMIN_PASSWORD": self.admin_password,
+            "GF_AUTH_ANONYMOUS_ENABLED": "false",
+            "PGDATABASE": self.database,
+            "DB_READER_PASSWORD": self.reader_password,
+        }
+
+    def write_config(self) -> Path:
+        """``grafana.ini``, ``provisioning/`` and ``dashboards/`` in the work folder; returns the ini."""
+        provisioning = self.workdir / "provisioning"
+        dashboards = self.workdir / "dashboards"
+        for folder in ("data", "logs", "plugins"):
+            (self.workdir / folder).mkdir(parents=True, exist_ok=True)
+        for folder in ("datasources", "dashboards", "plugins", "alerting"):
+            (provisioning / folder).mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(dashboards, ignore_errors=True)
+        dashboards.mkdir(parents=True)
+
+        for source in sorted((self.provisioning / "datasources").glob("*.y*ml")):
+            rendered = render_datasources(source, self.postgres, self.prometheus_url)
+            (provisioning / "datasources" / source.name).write_text(yaml.safe_dump(rendered, sort_keys=False))
+        for source in sorted((self.provisioning / "dashboards").glob("*.y*ml")):
+            document = yaml.safe_load(source.read_text(encoding="utf-8"))
+            for provider in document["providers"]:
+                provider["options"]["path"] = str(dashboards)
+            (provisioning / "dashboards" / source.name).write_text(yaml.safe_dump(document, sort_keys=False))
+        for source in sorted(self.dashboards.glob("*.json")):
+            board = render_dashboard(source, self.alerts_url)
+            (dashboards / source.name).write_text(json.dumps(board, indent=2), encoding="utf-8")
+
+        self.ini_path.write_text(render_ini(self.port, self.workdir), encoding="utf-8")
+        return self.ini_path
+
+    def start(self, timeout: float = 120.0) -> None:
+        """Write the configuration, start Grafana, return once ``/api/health`` answers 200."""
+        command = grafana_command()
+        home = grafana_home(command)
+        self.write_config()
+        cmd = [*command, "--homepath", str(home), "--config", str(self.ini_path)]
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                cmd, env={**os.environ, **self.environment()}, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                tail = self.log_path.read_text(errors="replace")[-2000:]
+                self._proc = None
+                raise RuntimeError(f"grafana exited before it was ready: {tail}")
+            try:
+                if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
+                    logger.info("grafana started", extra={"url": self.url, "pid": self._proc.pid})
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise TimeoutError(f"grafana not ready on {self.url} after {timeout} s (log: {self.log_path})")
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            stop_process(self._proc, timeout=20)
+            logger.info("grafana stopped", extra={"url": self.url, "returncode": self._proc.returncode})
+            self._proc = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

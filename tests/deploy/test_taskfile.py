@@ -30,7 +30,7 @@ def listed_tasks() -> dict[str, str]:
     """Task name (and each alias) -> description, as ``task --list`` prints them."""
     task = find_tool("task", ".venv/bin/pip install go-task-bin")
     result = subprocess.run(
-        [task, "--dir", str(REPO), "--list"], capture_output=True, text=True, timeout=60, check=False
+        [task, "--dir", str(REPO), "--color=false", "--list"], capture_output=True, text=True, timeout=60, check=False
     )
     assert result.returncode == 0, result.stderr
     found: dict[str, str] = {}

@@ -148,6 +148,9 @@ class Stack:
     # None: start Grafana when a binary is installed (and say how to get one when not).
     with_grafana: bool | None = None
     dmz_template: Path | None = None
+    # numba's compile cache for the sensor service's audio features; a warm cache spares the
+    # first start's compilation (time and the compiler's memory). Default: in the data folder.
+    numba_cache_dir: Path | None = None
     extra_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict, init=False)
     postgres: PostgresCluster | None = field(default=None, init=False)
@@ -213,7 +216,7 @@ class Stack:
                 "SENSORS_HTTP_PORT": str(p.sensors),
                 "SENSORS_MODE": "sim",
                 "SENSORS_ADMIN_TOKEN": s["SENSORS_ADMIN_TOKEN"],
-                "NUMBA_CACHE_DIR": str(self.data_dir / "cache" / "numba"),
+                "NUMBA_CACHE_DIR": str(self.numba_cache_dir or self.data_dir / "cache" / "numba"),
             },
             "opc_server": {
                 "OPC_SERVER_SENSORS_URL": f"http://127.0.0.1:{p.dmz}",

@@ -10,7 +10,9 @@ as ``uncertain`` ("stale"), never as a stale ``good``.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from plantmon_common.tags import Quality, TagReading
@@ -67,29 +69,62 @@ def bad_readings(
 
 
 class SnapshotStore:
-    """The latest reading of every tag; ``stale_after_s`` per sensor decides when a row turns uncertain."""
+    """The latest reading of every tag; ``stale_after_s`` per sensor decides when a row turns uncertain.
+
+    Each row is serialised to JSON once, when the sampler stores it, so a request only joins
+    bytes (:meth:`readings_json`): the all-tags endpoint does no model building, validation or
+    serialisation per request. Whether a good row has gone stale is still decided per request,
+    against the row's own deadline, so a stale value is never served as good.
+    """
 
     def __init__(self, stale_after_s: Mapping[str, float]) -> None:
         self.stale_after_s = dict(stale_after_s)
         started = utc_now()
-        self._rows: dict[str, TagReading] = {
-            tag.path: _row(tag, None, Quality.UNCERTAIN, "not sampled yet", started) for tag in TAGS
-        }
+        self._entries: dict[str, _Entry] = {}
+        self.update(_row(tag, None, Quality.UNCERTAIN, "not sampled yet", started) for tag in TAGS)
 
     def update(self, rows: Iterable[TagReading]) -> None:
         for row in rows:
-            self._rows[row.path] = row
+            limit = self.stale_after_s.get(row.sensor_id)
+            stale_at = (
+                row.observed_at.timestamp() + limit if row.quality is Quality.GOOD and limit is not None else math.inf
+            )
+            self._entries[row.path] = _Entry(row, _to_json(row), stale_at)
 
     def get(self, path: str, now: datetime | None = None) -> TagReading:
         """The latest row of ``path`` (``KeyError`` for an unknown path)."""
-        row = self._rows[path]
-        limit = self.stale_after_s.get(row.sensor_id)
-        now = now or utc_now()
-        if row.quality is Quality.GOOD and limit is not None and (now - row.observed_at).total_seconds() > limit:
-            return row.model_copy(update={"quality": Quality.UNCERTAIN, "reason": "stale"})
-        return row
+        entry = self._entries[path]
+        if (now or utc_now()).timestamp() > entry.stale_at:
+            return _stale(entry.row)
+        return entry.row
 
     def rows(self, paths: Iterable[str] | None = None) -> list[TagReading]:
         """Rows for ``paths`` (default: every tag, in catalog order)."""
         now = utc_now()
         return [self.get(p, now) for p in (paths if paths is not None else (t.path for t in TAGS))]
+
+    def row_json(self, path: str) -> bytes:
+        """:meth:`get` as JSON bytes (``KeyError`` for an unknown path)."""
+        entry = self._entries[path]
+        return entry.json if time.time() <= entry.stale_at else _to_json(_stale(entry.row))
+
+    def readings_json(self, paths: Iterable[str]) -> bytes:
+        """``{"readings": [...]}`` for ``paths`` as JSON bytes, the shape of the readings endpoints."""
+        now = time.time()
+        entries = self._entries
+        parts = [e.json if now <= e.stale_at else _to_json(_stale(e.row)) for e in (entries[path] for path in paths)]
+        return b'{"readings":[' + b",".join(parts) + b"]}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    row: TagReading
+    json: bytes
+    stale_at: float  # POSIX seconds after which a good row is served as uncertain/"stale"; inf otherwise
+
+
+_to_json = TagReading.__pydantic_serializer__.to_json
+
+
+def _stale(row: TagReading) -> TagReading:
+    return row.model_copy(update={"quality": Quality.UNCERTAIN, "reason": "stale"})

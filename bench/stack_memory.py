@@ -3,11 +3,12 @@
 ``python -m bench.stack_memory [--smoke]`` starts the stack the way ``task up`` does (free ports,
 a temporary data folder): PostgreSQL, nginx, the sensor simulator, the OPC UA server, the
 scraper, the alert worker and Prometheus (and Grafana when installed); waits until Prometheus
-sees every service up and (full run) every tag has rows; lets it run (``--smoke``: 2 s, full: 60 s)
-and measures every process of every part from ``/proc`` (full: three times, keeping each part's
-highest figure).
+sees every service up, the sensor service's audio features are ready and (full run) every tag has
+rows; lets it run (``--smoke``: 2 s, full: 60 s) and measures every process of every part from
+``/proc`` (full: three times, keeping each part's highest figure).
 
-Printed against two ceilings: the 1 GB target of the issue (as 1 GiB, and as 10^9 bytes), and,
+Printed against two ceilings: the 1 GB target of the issue (as 1 GiB, and as 10^9 bytes, the one
+the exit status checks), and,
 measured in the same run, the RSS of a bare Python interpreter (what each of the four services
 costs before any code of ours). RSS sums count shared pages once per process (PostgreSQL's shared
 buffers, the shared libraries of the four Python processes); PSS shares them out.
@@ -26,7 +27,8 @@ from pathlib import Path
 from plantmon_dev.memory import PartMemory, format_table, rss_bytes
 from plantmon_dev.stack import Ports, Stack
 
-BUDGET_BYTES = 2**30  # "under 1 GB", counted as 1 GiB; the decimal ratio is printed too
+BUDGET_BYTES = 2**30  # "under 1 GB" as 1 GiB; the exit status checks the stricter 10^9 bytes
+TARGET_BYTES = 10**9
 SERVICES = ("sensors", "opc_server", "opc_scraper", "alert_worker")
 
 
@@ -35,7 +37,7 @@ def bare_python_rss() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     try:
         time.sleep(0.5)
-        return rss_bytes(proc.pid)
+        return int(rss_bytes(proc.pid))
     finally:
         assert proc.stdin is not None
         proc.stdin.close()
@@ -59,6 +61,22 @@ def wait_for_rows(stack: Stack, timeout: float) -> None:
     raise TimeoutError(f"no rows for every tag within {timeout} s")
 
 
+def wait_for_audio(stack: Stack, timeout: float) -> None:
+    """Until the sensor service's audio features are ready (no table build still running)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{stack.ports.sensors}/api/v1/readings/Plant/Audio/Level"
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=5).json()["quality"] == "good":
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"audio features not ready within {timeout} s")
+
+
 def measure_stack(settle_s: float, samples: int = 3, wait_rows: bool = True) -> list[PartMemory]:
     """Start a stack, let it run ``settle_s``, return each part's highest memory over ``samples`` readings.
 
@@ -66,14 +84,15 @@ def measure_stack(settle_s: float, samples: int = 3, wait_rows: bool = True) -> 
     """
     data_dir = Path(tempfile.mkdtemp(prefix="plantmon-bench-memory-"))
     try:
-        # numba's compiled kernels kept between runs: a fresh cache costs the sensor service's start
-        # tens of seconds of compiling, which says nothing about memory.
+        # The sensor service's cache (numba's kernels, the audio feature tables librosa builds) kept
+        # between runs: a cold one costs the first start a child process building the tables.
         numba_cache = Path(tempfile.gettempdir()) / "plantmon-bench-numba-cache"
         extra_env = {"sensors": {"NUMBA_CACHE_DIR": str(numba_cache)}}
         with Stack(data_dir, ports=Ports.free(), extra_env=extra_env) as stack:
             assert stack.prometheus is not None
             for job in SERVICES:
                 stack.prometheus.wait_until_up(job, timeout=90)
+            wait_for_audio(stack, timeout=600)
             if wait_rows:
                 wait_for_rows(stack, timeout=90)
             time.sleep(settle_s)
@@ -112,7 +131,7 @@ def main(argv: list[str]) -> int:
     if missing:
         print(f"parts not measured: {sorted(missing)}")
         return 1
-    return 0 if total_rss < BUDGET_BYTES else 1
+    return 0 if total_rss < TARGET_BYTES else 1
 
 
 if __name__ == "__main__":

@@ -148,8 +148,8 @@ class Stack:
     # None: start Grafana when a binary is installed (and say how to get one when not).
     with_grafana: bool | None = None
     dmz_template: Path | None = None
-    # numba's compile cache for the sensor service's audio features; a warm cache spares the
-    # first start's compilation (time and the compiler's memory). Default: in the data folder.
+    # The sensor service's audio feature cache (the tables librosa builds, numba's cache for the
+    # child that builds them); a warm one spares a start that child. Default: in the data folder.
     numba_cache_dir: Path | None = None
     extra_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict, init=False)

@@ -1,8 +1,10 @@
 """Fixtures for the sensor service: fast settings and a real uvicorn server on a free port.
 
-librosa's numba kernels are compiled once per test session into a persistent cache under
-``.data/test-cache/numba`` (about 30 s the first time on this machine, a few seconds later) by the
-``warm_librosa`` fixture, so every service the tests start has its audio features ready at once.
+The audio feature tables (librosa's mel filter bank, scipy's DCT) of the default configuration are
+built once per test session by the ``audio_tables`` fixture, by the same child process the service
+uses, into the services' cache folder ``.data/test-cache/numba/audio-tables`` (numba's cache for
+that child beside them): a few seconds the first time, nothing once the tables are there, so every
+service the tests start has its audio features ready at once.
 """
 
 from __future__ import annotations
@@ -19,19 +21,19 @@ from plantmon_common.service import serve_http
 from plantmon_sensors.api import create_app
 from plantmon_sensors.settings import SensorSettings
 
-from services.sensors.tests.sensors_support import ADMIN_TOKEN, RunningService
+from services.sensors.tests.sensors_support import ADMIN_TOKEN, AUDIO_TABLES, NUMBA_CACHE, RunningService
 
-NUMBA_CACHE = Path(__file__).resolve().parents[3] / ".data" / "test-cache" / "numba"
 os.environ.setdefault("NUMBA_CACHE_DIR", str(NUMBA_CACHE))
 
 
 @pytest.fixture(scope="session")
-def warm_librosa() -> None:
-    """librosa loaded once for the session (blocking), so services start with audio ready."""
-    from plantmon_sensors.features import configure_numba_cache, warm_up_librosa
+def audio_tables() -> Path:
+    """The default configuration's tables in the services' cache folder (built once, blocking)."""
+    from plantmon_sensors.features import FeatureExtractor
 
-    configure_numba_cache(Path(os.environ["NUMBA_CACHE_DIR"]))
-    warm_up_librosa()
+    extractor = FeatureExtractor(tables_dir=AUDIO_TABLES, numba_cache_dir=NUMBA_CACHE)
+    assert extractor.wait_ready(timeout=900), extractor.warm_up_error
+    return AUDIO_TABLES
 
 
 FAST = {
@@ -52,17 +54,15 @@ def make_settings(monkeypatch: pytest.MonkeyPatch) -> Callable[..., SensorSettin
             monkeypatch.delenv(key)
 
     def make(**overrides: Any) -> SensorSettings:
-        # Features in a thread: librosa is warm in this process already (warm_librosa), so every
-        # service starts with audio ready; the worker process has its own tests.
+        # The cache folder holds the default configuration's tables (audio_tables): audio is ready at once.
         defaults = {"http_host": "127.0.0.1", "http_port": 0, "numba_cache_dir": NUMBA_CACHE, **FAST}
-        defaults["audio"] = {"features_in": "thread"}
         return SensorSettings(**{**defaults, **overrides})
 
     return make
 
 
 @pytest.fixture
-def start_service(make_settings: Callable[..., SensorSettings], warm_librosa: None) -> Callable[..., Any]:
+def start_service(make_settings: Callable[..., SensorSettings], audio_tables: Path) -> Callable[..., Any]:
     """``async with start_service(**settings) as svc``: uvicorn on 127.0.0.1 and a free port."""
     import contextlib
 

@@ -5,12 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 from fastapi import FastAPI
 
 ADMIN_TOKEN = "test-admin-token-1"
+# The services' cache folder in the tests (SENSORS_NUMBA_CACHE_DIR): numba's cache for the child that
+# runs librosa, and the audio feature tables it builds, kept between sessions.
+NUMBA_CACHE = Path(__file__).resolve().parents[3] / ".data" / "test-cache" / "numba"
+AUDIO_TABLES = NUMBA_CACHE / "audio-tables"
 
 
 class RunningService:

@@ -278,3 +278,10 @@ async def test_stale_readings_turn_uncertain_when_sampling_stops(start_service: 
         await svc.app.state.service.sampler.stop()
         await until(lambda: _quality_is(svc.client, "/rpm", "uncertain"), deadline_s=10)
         assert (await svc.client.get("/rpm")).json()["reason"] == "stale"
+        # The all-tags endpoint serves bytes serialised when each row was stored; staleness is
+        # still judged per request, so the same rows turn stale there too.
+        rows = await readings(svc.client)
+        rpm = rows["Plant/RPM/MainShaft"]
+        assert (rpm.quality, rpm.reason) == ("uncertain", "stale") and rpm.value is not None
+        by_sensor = (await svc.client.get("/api/v1/readings", params={"sensor": "rpm"})).json()["readings"]
+        assert [(r["path"], r["reason"]) for r in by_sensor] == [("Plant/RPM/MainShaft", "stale")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
 
@@ -424,13 +425,16 @@ def test_ring_buffer_wraps_around() -> None:
     np.testing.assert_array_equal(ring.latest(4), np.arange(11, 15))
 
 
-async def test_microphone_features_go_through_librosa(warm_librosa: None) -> None:
+async def test_microphone_features_go_through_librosa(audio_tables: Path) -> None:
     from plantmon_sensors.features import FeatureConfig, FeatureExtractor, band_of
 
     sd = fake_sounddevice()
     mic = Microphone(16_000, 0.5, sounddevice_loader=lambda: sd)
-    extractor = FeatureExtractor(FeatureConfig())
+    extractor = FeatureExtractor(FeatureConfig(), tables_dir=audio_tables)
     device = adapt(SENSOR_BY_ID["audio"], mic, extractor=extractor)
+    with pytest.raises(WarmingUpError, match="tables"):
+        await device.read()  # the tables are not loaded yet
+    assert extractor.wait_ready(timeout=60), extractor.warm_up_error
     with pytest.raises(WarmingUpError):
         await device.read()  # the stream opens; nothing recorded yet
     t = np.arange(16_000) / 16_000

@@ -3,28 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from plantmon_common.tags import Quality
+from plantmon_common.tags import Quality, TagReading
 from plantmon_sensors.catalog import SENSOR_BY_ID, SENSORS, SensorKind
 from plantmon_sensors.devices import DeviceSet, adapt
-from plantmon_sensors.domain import SnapshotStore
+from plantmon_sensors.domain import SnapshotStore, good_readings, utc_now
 from plantmon_sensors.drivers import NoResponseError
 from plantmon_sensors.sampler import Sampler
 from plantmon_sensors.settings import SensorSettings
 from plantmon_sensors.simulator import Simulation
 from pydantic import ValidationError
-
-from services.sensors.tests.sensors_support import until
 
 
 def test_faults_come_from_a_comma_list_or_json(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -178,21 +179,89 @@ def test_console_script_serves_and_stops_on_sigterm(tmp_path: Any) -> None:
     assert '"message": "sampling stopped"' in output
 
 
-async def test_audio_features_run_in_a_worker_process_by_default(start_service: Any) -> None:
-    """The default: librosa warms up and runs in a child process; audio turns good once it is ready."""
-    from plantmon_sensors.features import FeatureWorker
+def _mapped_libraries(pid: int) -> set[str]:
+    return {line.split()[-1] for line in Path(f"/proc/{pid}/maps").read_text().splitlines() if ".so" in line}
 
-    async with start_service(audio={"features_in": "process"}) as svc:
-        worker = svc.app.state.service.devices.extractor
-        assert isinstance(worker, FeatureWorker)
-        assert worker._process.pid != os.getpid()
 
-        async def audio_good() -> bool:
-            level = (await svc.client.get("/api/v1/readings/Plant/Audio/Level")).json()
-            assert level["quality"] in ("good", "uncertain"), level  # uncertain = "warming up", never bad
-            return bool(level["quality"] == "good")
+def _children(pid: int) -> list[int]:
+    return [int(c) for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
 
-        await until(audio_good, deadline_s=180)
-        process = worker._process
-    assert not process.is_alive()  # stopped with the service
-    assert SensorSettings().audio.features_in == "process"
+
+def test_the_service_never_loads_numba_and_keeps_the_tables_librosa_built(tmp_path: Path, audio_tables: Path) -> None:
+    """First start: a short-lived child builds the tables with librosa (audio "warming up" meanwhile,
+    never bad); the service process itself never maps numba's or LLVM's libraries and keeps no
+    child. A restart loads the kept tables: no child at all."""
+    from plantmon_sensors.features import FeatureConfig, tables_file
+
+    config = FeatureConfig(n_mels=48)  # a configuration of this test's own: built here
+    tables_file(config, audio_tables).unlink(missing_ok=True)
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORS_")}
+    env.update(
+        {
+            "SENSORS_HTTP_HOST": "127.0.0.1",
+            "SENSORS_HTTP_PORT": str(port),
+            "SENSORS_LOG_FORMAT": "json",
+            "SENSORS_AUDIO_INTERVAL_S": "0.2",
+            "SENSORS_AUDIO__N_MELS": "48",
+            "SENSORS_NUMBA_CACHE_DIR": str(audio_tables.parent),
+        }
+    )
+    for run in ("first", "second"):
+        log_path = tmp_path / f"{run}.log"
+        with log_path.open("w") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "plantmon_sensors"], env=env, stdout=log, stderr=log)
+        try:
+            deadline = time.monotonic() + 600  # generous: the child loads librosa on a shared 2-core machine
+            seen: set[tuple[str, str | None]] = set()
+            while True:
+                assert proc.poll() is None, log_path.read_text()
+                assert time.monotonic() < deadline, f"audio never good: {seen}"
+                try:
+                    level = httpx.get(f"http://127.0.0.1:{port}/api/v1/readings/Plant/Audio/Level", timeout=2).json()
+                except httpx.TransportError:
+                    time.sleep(0.1)
+                    continue
+                if level["quality"] == "good":
+                    break
+                seen.add((level["quality"], level["reason"]))
+                assert level["quality"] == "uncertain" and level["reason"].startswith("warming up"), level
+                time.sleep(0.1)
+            libraries = _mapped_libraries(proc.pid)
+            assert not [lib for lib in libraries if "numba" in lib or "llvmlite" in lib], libraries
+            assert _children(proc.pid) == [], "the table builder is gone"
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=20) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+        building = [line for line in lines if line["message"].startswith("building the audio feature tables")]
+        ready = [line for line in lines if line["message"] == "audio features ready"]
+        assert len(ready) == 1, log_path.read_text()
+        if run == "first":
+            assert building and ready[0]["tables"].startswith("built: "), ready
+            assert tables_file(config, audio_tables).is_file()
+        else:
+            assert not building and ready[0]["tables"] == str(tables_file(config, audio_tables)), ready
+
+
+def test_the_store_serves_the_rows_it_holds_as_json_and_judges_staleness_per_request() -> None:
+    store = SnapshotStore({"rpm": 2.0, "voltage": 2.0})
+    fresh = utc_now()
+    store.update(good_readings("rpm", {"rpm": 1500.0}, fresh))
+    store.update(good_readings("voltage", {"volts": 23.5}, fresh - timedelta(seconds=5)))  # older than 2 s
+    paths = ["Plant/RPM/MainShaft", "Plant/Voltage/MainSupply", "Plant/Temperature/Upper"]
+    body = json.loads(store.readings_json(paths))
+    assert list(body) == ["readings"]
+    served = [TagReading.model_validate(r) for r in body["readings"]]
+    assert served == store.rows(paths)  # the bytes say exactly what the models say
+    rpm, voltage, upper = served
+    assert (rpm.quality, rpm.value, rpm.observed_at) == (Quality.GOOD, 1500.0, fresh)
+    assert (voltage.quality, voltage.reason, voltage.value) == (Quality.UNCERTAIN, "stale", 23.5)
+    assert (upper.quality, upper.reason) == (Quality.UNCERTAIN, "not sampled yet")
+    assert json.loads(store.row_json("Plant/Voltage/MainSupply"))["reason"] == "stale"
+    store.update(good_readings("voltage", {"volts": 22.0}, utc_now()))  # a new read replaces the bytes
+    assert json.loads(store.row_json("Plant/Voltage/MainSupply"))["value"] == 22.0
+    assert json.loads(store.row_json("Plant/Voltage/MainSupply"))["quality"] == "good"

@@ -7,8 +7,9 @@ Building a real driver opens nothing: each opens its device on the first read an
 missing one as a bad tag, so the service starts whatever is plugged in.
 
 Audio buffers, from the microphone or the simulator alike, go through one
-:class:`~plantmon_sensors.features.FeatureExtractor`; until its warm-up has finished the audio
-tags read "warming up" (uncertain).
+:class:`~plantmon_sensors.features.FeatureExtractor`, in a thread of the service; until its
+warm-up (loading librosa's filter bank, or having a child process build it the first time) has
+finished, the audio tags read "warming up" (uncertain).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from plantmon_sensors.drivers import (
     WarmingUpError,
 )
 from plantmon_sensors.drivers.device import Backoff
-from plantmon_sensors.features import FeatureConfig, FeatureExtractor, FeatureWorker, configure_numba_cache
+from plantmon_sensors.features import FeatureConfig, FeatureExtractor
 from plantmon_sensors.settings import SensorSettings
 from plantmon_sensors.simulator import Simulation, WeibullFailure
 
@@ -58,16 +59,16 @@ class DeviceSet:
 
     devices: dict[str, Device]
     simulation: Simulation | None
-    extractor: FeatureExtractor | FeatureWorker | None = None
+    extractor: FeatureExtractor | None = None
     drivers: dict[str, str] = field(default_factory=dict)
 
     def start(self) -> None:
-        """Start what runs in the background (the librosa warm-up)."""
+        """Start what runs in the background (the audio feature warm-up)."""
         if self.extractor is not None:
             self.extractor.start_warm_up()
 
     def close(self) -> None:
-        """Release every real device (SPI file, GPIO line, I2C bus, audio stream) and the feature worker."""
+        """Release every real device (SPI file, GPIO line, I2C bus, audio stream) and a table build still running."""
         if self.extractor is not None:
             self.extractor.close()
         for device in self.devices.values():
@@ -83,7 +84,7 @@ def adapt(
     spec: SensorSpec,
     driver: Driver,
     on_feature_time: FeatureTimer | None = None,
-    extractor: FeatureExtractor | FeatureWorker | None = None,
+    extractor: FeatureExtractor | None = None,
 ) -> Device:
     """Wrap a driver of ``spec.kind`` into a :class:`Device`."""
     if spec.kind is SensorKind.TEMPERATURE and isinstance(driver, TemperatureDriver):
@@ -113,18 +114,17 @@ def adapt(
         return Device(spec, driver, read_voltage)
     if spec.kind is SensorKind.AUDIO and isinstance(driver, AudioDriver):
         audio = driver
-        features: FeatureExtractor | FeatureWorker = extractor or FeatureExtractor(
-            FeatureConfig(sample_rate=audio.sample_rate)
-        )
+        features = extractor or FeatureExtractor(FeatureConfig(sample_rate=audio.sample_rate))
 
         async def read_audio() -> Channels:
             if not features.ready:
                 if features.warm_up_error:
+                    features.retry_if_due()  # recovers by itself (with a backoff) once the cause is gone
                     raise SensorError(features.warm_up_error)
-                raise WarmingUpError("warming up (audio features compiling)")
+                raise WarmingUpError("warming up (audio feature tables loading)")
             buffer = await audio.read_buffer()
             started = time.perf_counter()
-            # numpy and librosa release the GIL in the FFTs; the event loop keeps serving meanwhile.
+            # About half a millisecond of numpy per 0.5 s window, off the event loop.
             result = await asyncio.to_thread(features.extract, buffer)
             if on_feature_time is not None:
                 on_feature_time(time.perf_counter() - started)
@@ -215,12 +215,7 @@ def feature_config(settings: SensorSettings) -> FeatureConfig:
 def build_devices(settings: SensorSettings, on_feature_time: FeatureTimer | None = None) -> DeviceSet:
     """The devices of every catalog sensor, each with the driver its settings name."""
     cache = settings.resolved_numba_cache_dir()
-    extractor: FeatureExtractor | FeatureWorker
-    if settings.audio.features_in == "process":
-        extractor = FeatureWorker(feature_config(settings), cache)
-    else:
-        configure_numba_cache(cache)
-        extractor = FeatureExtractor(feature_config(settings))
+    extractor = FeatureExtractor(feature_config(settings), tables_dir=cache / "audio-tables", numba_cache_dir=cache)
     choice: dict[str, str] = {spec.sensor_id: settings.driver_for(spec.sensor_id) for spec in SENSORS}
     sim: Simulation | None = None
     if "sim" in choice.values():

@@ -1,41 +1,54 @@
-"""Audio features with librosa: spectrum bands in dB, 13 MFCC and the RMS level.
+"""Audio features: spectrum bands in dB, 13 MFCC and the RMS level, librosa's analysis in numpy.
 
 Everything audio-specific lives here. The microphone driver and the simulator's synthesised sound
 both go through :meth:`FeatureExtractor.extract`, so the simulator exercises the same code path
 as the hardware.
 
-- Power spectrogram: ``librosa.stft`` (Hann window, ``n_fft``, ``hop_length``, no centring),
-  scaled so that a full-scale sine puts 0 dB into the band that holds its frequency (the window's
-  equivalent noise bandwidth is compensated).
+The analysis is librosa's, step for step, and the tests check it against librosa itself
+(``librosa.stft``, ``librosa.feature.melspectrogram``, ``librosa.power_to_db``,
+``librosa.feature.mfcc``, ``librosa.feature.rms`` on the same signals):
+
+- Power spectrogram: frames of ``n_fft`` samples every ``hop_length`` (no centring, as
+  ``librosa.stft(center=False)``), a periodic Hann window, ``numpy.fft.rfft``; scaled so that a
+  full-scale sine puts 0 dB into the band that holds its frequency (the window's equivalent noise
+  bandwidth is compensated).
 - Spectrum bands: ``n_bands`` rectangular bands between ``fmin`` and ``fmax`` (default 0 Hz to
-  Nyquist), laid out on the mel scale (``librosa.mel_frequencies``), linearly, or logarithmically
-  (``band_layout``); each band's level is the sum of its bins' power averaged over the frames,
-  in dB re full scale, floored at -120 dB.
-- MFCC: ``librosa.feature.mfcc`` on the log-mel spectrogram (``n_mels`` Slaney filters,
-  ``librosa.power_to_db`` with an 80 dB dynamic range), averaged over the frames.
+  Nyquist), laid out on the (HTK) mel scale as ``librosa.mel_frequencies(htk=True)``, linearly, or
+  logarithmically (``band_layout``); each band's level is the sum of its bins' power averaged over
+  the frames, in dB re full scale, floored at -120 dB.
+- MFCC: ``n_mels`` Slaney mel filters, the log-mel spectrogram as ``librosa.power_to_db`` (80 dB
+  dynamic range), the orthonormal DCT-II as ``librosa.feature.mfcc``, averaged over the frames.
 - RMS level: ``librosa.feature.rms`` over the frames, combined into one level in dBFS (a
   full-scale square wave is 0 dBFS).
 
-librosa compiles numba kernels when its modules are first loaded: about 30 s the first time on
-this class of machine (minutes when it is busy), a few seconds once numba's on-disk cache is
-filled. The service runs the extraction in a worker process (:class:`FeatureWorker`, the default,
-``SENSORS_AUDIO__FEATURES_IN=process``): the API process never imports librosa, starts fast and
-keeps answering at full speed while the worker compiles. :class:`FeatureExtractor` does the same
-in-process (a background warm-up thread; tests and benchmarks use it). Either way no request and
-no sampling tick waits on compilation: until the warm-up has finished the audio tags are
-``uncertain`` ("warming up"). :func:`configure_numba_cache` points numba's cache at a writable,
-persistent folder (``NUMBA_CACHE_DIR``, read when numba is imported).
+The two constant tables, the mel filter bank and the DCT matrix, are librosa's and scipy's own
+(:mod:`plantmon_sensors.librosa_tables`). Importing librosa loads numba and LLVM, about 150 MB a
+process never gives back, and compiles librosa's kernels on a first run; so the service never
+imports it. At start-up (:meth:`FeatureExtractor.start_warm_up`, a background thread) it loads the
+tables of its configuration from the cache folder, or, the first time, has a short-lived child
+process build them with librosa (numba's cache in ``NUMBA_CACHE_DIR`` makes later builds fast) and
+keeps them there. Until then the audio tags are ``uncertain`` ("warming up"); no request and no
+sampling tick waits. The per-window work is a few numpy operations (about half a millisecond per
+0.5 s window), run in a thread of the service.
+
+Offline users (the anomaly replay, tests) may call :meth:`FeatureExtractor.extract` without a
+warm-up: the tables are then computed in their own process with librosa.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import hashlib
+import importlib.metadata
+import json
 import logging
 import os
+import subprocess
 import sys
+import tempfile
 import threading
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -52,10 +65,8 @@ BandLayout = Literal["mel", "linear", "log"]
 
 FLOOR_DB = -120.0
 TOP_DB = 80.0
+AMIN = 1e-12  # power_to_db's floor on the mel power
 _FULL_SCALE_SINE_POWER = 0.5
-
-_warm = threading.Event()  # librosa's numba kernels are loaded in this process
-_warm_lock = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,57 +104,27 @@ class AudioFeatures:
         return out
 
 
-# -- numba's cache and librosa's warm-up ----------------------------------------------------
-def configure_numba_cache(folder: Path) -> Path | None:
-    """Point numba's on-disk cache at ``folder`` (created if needed); returns the folder in use.
+@dataclass(frozen=True, slots=True)
+class Tables:
+    """librosa's mel filter bank (``n_mels`` x bins) and scipy's DCT-II matrix (``n_mfcc`` x ``n_mels``)."""
 
-    numba reads ``NUMBA_CACHE_DIR`` once, when it is imported: after that a different folder cannot
-    take effect, which is logged. An unwritable folder is logged and numba runs without a cache.
-    """
-    if "numba" in sys.modules:
-        current = os.environ.get("NUMBA_CACHE_DIR")
-        if current != str(folder):
-            logger.info("numba already loaded; its cache folder stays", extra={"numba_cache_dir": current})
-        return Path(current) if current else None
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        logger.warning(
-            "numba cache folder is not writable: librosa recompiles at every start",
-            extra={"numba_cache_dir": str(folder), "error": str(exc)},
-        )
-        return None
-    os.environ["NUMBA_CACHE_DIR"] = str(folder)
-    return folder
+    mel_basis: FloatArray
+    dct: FloatArray
 
 
-def librosa_is_warm() -> bool:
-    """True once librosa's kernels are loaded in this process."""
-    return _warm.is_set()
+# -- band layout ----------------------------------------------------------------------------
+def _hz_to_mel_htk(hz: FloatArray | float) -> Any:
+    return 2595.0 * np.log10(1.0 + np.asarray(hz) / 700.0)
 
 
-def warm_up_librosa() -> float:
-    """Load librosa and run every function the extractor uses once (blocking); returns the seconds spent."""
-    with _warm_lock:
-        if _warm.is_set():
-            return 0.0
-        started = time.perf_counter()
-        rng = np.random.default_rng(0)
-        _extract(rng.standard_normal(4096) * 0.1, FeatureConfig())
-        _warm.set()
-        return time.perf_counter() - started
+def _mel_to_hz_htk(mel: FloatArray) -> FloatArray:
+    return np.asarray(700.0 * (10.0 ** (mel / 2595.0) - 1.0), dtype=np.float64)
 
 
-# -- band layout --------------------------------------------------------------------------
 @functools.lru_cache(maxsize=16)
 def _edges(sample_rate: int, n_bands: int, layout: BandLayout, fmin: float, fmax: float) -> FloatArray:
-    if layout == "mel":
-        import librosa
-
-        edges = np.asarray(librosa.mel_frequencies(n_mels=n_bands + 1, fmin=fmin, fmax=fmax, htk=True))
+    if layout == "mel":  # librosa.mel_frequencies(n_bands + 1, fmin=fmin, fmax=fmax, htk=True)
+        edges = _mel_to_hz_htk(np.linspace(_hz_to_mel_htk(fmin), _hz_to_mel_htk(fmax), n_bands + 1))
     elif layout == "linear":
         edges = np.linspace(fmin, fmax, n_bands + 1)
     else:
@@ -181,39 +162,139 @@ def _band_matrix(config: FeatureConfig) -> FloatArray:
 
 
 @functools.lru_cache(maxsize=16)
-def _mel_basis(config: FeatureConfig) -> FloatArray:
-    import librosa
-
-    return np.asarray(
-        librosa.filters.mel(sr=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels, fmax=config.band_top_hz),
-        dtype=np.float64,
-    )
+def _window(n_fft: int) -> FloatArray:
+    """librosa's ``get_window("hann", n_fft, fftbins=True)``: the periodic Hann window."""
+    return np.asarray(np.hanning(n_fft + 1)[:-1], dtype=np.float64)
 
 
-# -- extraction ---------------------------------------------------------------------------
+# -- the tables: librosa's filter bank, scipy's DCT ---------------------------------------------
+def _table_args(config: FeatureConfig) -> dict[str, Any]:
+    return {
+        "sample_rate": config.sample_rate,
+        "n_fft": config.n_fft,
+        "n_mels": config.n_mels,
+        "n_mfcc": config.n_mfcc,
+        "fmax": float(config.band_top_hz),
+    }
+
+
+def _version(distribution: str) -> str:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "absent"
+
+
+def tables_file(config: FeatureConfig, folder: Path) -> Path:
+    """Where the tables of ``config`` are kept in ``folder`` (keyed by the parameters and library versions)."""
+    key = {**_table_args(config), "librosa": _version("librosa"), "scipy": _version("scipy"), "format": 1}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return folder / f"audio-tables-{digest}.npz"
+
+
+def _check(tables: Tables, config: FeatureConfig) -> Tables:
+    bins = config.n_fft // 2 + 1
+    if tables.mel_basis.shape != (config.n_mels, bins) or tables.dct.shape != (config.n_mfcc, config.n_mels):
+        raise ValueError(f"tables of the wrong shape: {tables.mel_basis.shape}, {tables.dct.shape}")
+    if not (np.all(np.isfinite(tables.mel_basis)) and np.all(np.isfinite(tables.dct))):
+        raise ValueError("tables hold non-finite values")
+    tables.mel_basis.setflags(write=False)
+    tables.dct.setflags(write=False)
+    return tables
+
+
+def load_tables(path: Path, config: FeatureConfig) -> Tables | None:
+    """The tables in ``path``, or None when it is absent or unusable (then they are built again)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            tables = Tables(np.asarray(data["mel_basis"], np.float64), np.asarray(data["dct"], np.float64))
+        return _check(tables, config)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        logger.warning(
+            "audio feature tables unusable; building them again", extra={"path": str(path), "error": str(exc)}
+        )
+        return None
+
+
+@functools.lru_cache(maxsize=16)
+def tables_in_process(config: FeatureConfig) -> Tables:
+    """The tables computed in this process (imports librosa, so numba): for offline use and tests."""
+    from plantmon_sensors.librosa_tables import compute_tables
+
+    computed = compute_tables(**_table_args(config))
+    return _check(Tables(computed["mel_basis"], computed["dct"]), config)
+
+
+def _writable(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError:
+        return False
+    return True
+
+
+# -- extraction -------------------------------------------------------------------------------
 def _to_db(power: FloatArray) -> FloatArray:
     ratio = np.maximum(power / _FULL_SCALE_SINE_POWER, 10.0 ** (FLOOR_DB / 10.0))
     return np.asarray(10.0 * np.log10(ratio), dtype=np.float64)
 
 
-def _extract(buffer: FloatArray, config: FeatureConfig) -> AudioFeatures:
-    import librosa
+def power_to_db(power: FloatArray, ref: float = _FULL_SCALE_SINE_POWER) -> FloatArray:
+    """``librosa.power_to_db(power, ref=ref, amin=AMIN, top_db=TOP_DB)``."""
+    log_spec = 10.0 * np.log10(np.maximum(AMIN, power))
+    log_spec -= 10.0 * np.log10(max(AMIN, ref))
+    return np.asarray(np.maximum(log_spec, log_spec.max() - TOP_DB), dtype=np.float64)
 
+
+def power_scale(n_fft: int) -> float:
+    """Factor from ``|rfft|**2`` of a Hann-windowed frame to power re a full-scale sine (0.5)."""
+    return 2.0 / (n_fft * float(np.sum(_window(n_fft) ** 2)))
+
+
+def frames_of(buffer: FloatArray, config: FeatureConfig) -> FloatArray:
+    """``librosa.util.frame`` as ``librosa.stft(center=False)`` frames: ``frames x n_fft``, every ``hop_length``.
+
+    A buffer shorter than one frame is padded with zeros to one.
+    """
     signal = np.asarray(buffer, dtype=np.float64)
     if signal.size < config.n_fft:
         signal = np.pad(signal, (0, config.n_fft - signal.size))
-    spectrum = librosa.stft(signal, n_fft=config.n_fft, hop_length=config.hop_length, window="hann", center=False)
-    window = np.hanning(config.n_fft + 1)[:-1]  # librosa's periodic Hann
-    power = np.abs(spectrum) ** 2 * (2.0 / (config.n_fft * np.sum(window**2)))  # bins x frames
-    power[0] /= 2.0
+    return np.lib.stride_tricks.sliding_window_view(signal, config.n_fft)[:: config.hop_length]
+
+
+def power_spectrogram(frames: FloatArray, config: FeatureConfig) -> FloatArray:
+    """``|librosa.stft(window="hann", center=False)|**2`` (frames x bins) times :func:`power_scale`."""
+    spectrum = np.fft.rfft(frames * _window(config.n_fft), axis=1)
+    return np.asarray(np.abs(spectrum) ** 2 * power_scale(config.n_fft), dtype=np.float64)
+
+
+def mel_spectrogram(power: FloatArray, tables: Tables) -> FloatArray:
+    """``librosa.feature.melspectrogram(S=power.T)``, transposed: frames x ``n_mels``."""
+    return np.asarray(power @ tables.mel_basis.T, dtype=np.float64)
+
+
+def mfcc_of(mel: FloatArray, tables: Tables) -> FloatArray:
+    """``librosa.feature.mfcc(S=power_to_db(mel))`` (DCT-II, orthonormal), transposed: frames x ``n_mfcc``."""
+    return np.asarray(power_to_db(mel) @ tables.dct.T, dtype=np.float64)
+
+
+def analyse(buffer: FloatArray, config: FeatureConfig, tables: Tables) -> AudioFeatures:
+    """Spectrum bands, MFCC and RMS level of one mono buffer in [-1, 1] (numpy only)."""
+    frames = frames_of(buffer, config)
+    power = power_spectrogram(frames, config)
+    # The mel filters have no weight at 0 Hz nor at Nyquist: halving those bins (one-sided
+    # spectrum) changes the bands only.
+    power[:, 0] /= 2.0
     if config.n_fft % 2 == 0:
-        power[-1] /= 2.0
-    bands = _to_db(_band_matrix(config) @ power.mean(axis=1))
-    mel = _mel_basis(config) @ power
-    log_mel = librosa.power_to_db(mel, ref=_FULL_SCALE_SINE_POWER, amin=1e-12, top_db=TOP_DB)
-    mfcc = librosa.feature.mfcc(S=log_mel, n_mfcc=config.n_mfcc).mean(axis=1)
-    rms_frames = librosa.feature.rms(y=signal, frame_length=config.n_fft, hop_length=config.hop_length, center=False)
-    rms = float(np.sqrt(np.mean(np.square(rms_frames))))
+        power[:, -1] /= 2.0
+    bands = _to_db(_band_matrix(config) @ power.mean(axis=0))
+    mfcc = mfcc_of(mel_spectrogram(power, tables), tables).mean(axis=0)
+    rms = float(np.sqrt(np.mean(np.square(frames))))  # librosa.feature.rms per frame, combined
     level = max(FLOOR_DB, 20.0 * float(np.log10(rms))) if rms > 0 else FLOOR_DB
     return AudioFeatures(
         spectrum_db=tuple(float(v) for v in bands),
@@ -223,181 +304,172 @@ def _extract(buffer: FloatArray, config: FeatureConfig) -> AudioFeatures:
 
 
 class FeatureExtractor:
-    """Computes :class:`AudioFeatures` with one configuration; ready once librosa is warm."""
+    """Computes :class:`AudioFeatures` with one configuration; ready once its tables are loaded.
 
-    def __init__(self, config: FeatureConfig | None = None) -> None:
+    ``tables_dir`` keeps the tables between starts (the service: inside numba's cache folder);
+    without one they are built in a temporary folder at every warm-up. ``numba_cache_dir`` is
+    handed to the child that builds them.
+    """
+
+    BUILD_TIMEOUT_S = 900.0  # generous: importing librosa on a busy Pi
+    RETRY_MIN_S = 30.0  # a failed warm-up is tried again after this, doubling up to RETRY_MAX_S
+    RETRY_MAX_S = 1800.0
+
+    def __init__(
+        self,
+        config: FeatureConfig | None = None,
+        tables_dir: Path | None = None,
+        numba_cache_dir: Path | None = None,
+    ) -> None:
         self.config = config or FeatureConfig()
-        self._thread: threading.Thread | None = None
+        self.tables_dir = tables_dir
+        self.numba_cache_dir = numba_cache_dir
         self.warm_up_error: str | None = None
+        self.tables: Tables | None = None
+        self.source: str | None = None  # where the tables came from: their file, or "built: ..."
+        self._ready = threading.Event()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._child: subprocess.Popen[str] | None = None
+        self._closed = False
+        self._retry_delay = self.RETRY_MIN_S
+        self._retry_at: float | None = None
 
     @property
     def ready(self) -> bool:
-        return _warm.is_set()
+        return self._ready.is_set()
 
     def start_warm_up(self) -> None:
-        """Warm librosa up in a background thread (at once ready when already warm in this process)."""
-        if self.ready or (self._thread is not None and self._thread.is_alive()):
-            return
-        self._thread = threading.Thread(target=self._warm_up, name="librosa-warm-up", daemon=True)
-        self._thread.start()
+        """Load the kept tables (a small file: ready at once), else have a child build them in the background."""
+        with self._lock:
+            if self.ready or (self._thread is not None and self._thread.is_alive()):
+                return
+            if self.tables_dir is not None:
+                path = tables_file(self.config, self.tables_dir)
+                tables = load_tables(path, self.config)
+                if tables is not None:
+                    self.tables, self.source, self.warm_up_error = tables, str(path), None
+                    self._ready.set()
+                    self._done.set()
+                    logger.info("audio features ready", extra={"tables": str(path), "warm_up_s": 0.0})
+                    return
+            self._closed = False
+            self._done.clear()
+            self._thread = threading.Thread(target=self._warm_up, name="audio-feature-tables", daemon=True)
+            self._thread.start()
 
     def _warm_up(self) -> None:
-        logger.info("audio features warming up (librosa loads its numba kernels)")
+        started = time.perf_counter()
         try:
-            seconds = warm_up_librosa()
-            self.extract(np.zeros(self.config.n_fft))  # this configuration's filter banks
+            tables, source = self._load_or_build()
+            analyse(np.zeros(self.config.n_fft), self.config, tables)  # fails here, not in a request
         except Exception as exc:  # reported on the audio tags, never a crash
             self.warm_up_error = f"audio features unavailable: {type(exc).__name__}: {exc}"
-            logger.exception("audio feature warm-up failed")
-            return
-        logger.info("audio features ready", extra={"warm_up_s": round(seconds, 2)})
+            self._retry_at = time.monotonic() + self._retry_delay
+            logger.error(
+                "audio feature warm-up failed",
+                extra={"error": self.warm_up_error, "retry_in_s": round(self._retry_delay, 1)},
+            )
+            self._retry_delay = min(self._retry_delay * 2, self.RETRY_MAX_S)
+        else:
+            self.tables, self.source, self.warm_up_error = tables, source, None
+            self._ready.set()
+            logger.info(
+                "audio features ready",
+                extra={"tables": source, "warm_up_s": round(time.perf_counter() - started, 2)},
+            )
+        finally:
+            self._done.set()
+
+    def _load_or_build(self) -> tuple[Tables, str]:
+        folder = self.tables_dir
+        if folder is not None:
+            path = tables_file(self.config, folder)
+            tables = load_tables(path, self.config)
+            if tables is not None:
+                return tables, str(path)
+            if _writable(folder):
+                return self._build(path), f"built: {path}"
+            logger.warning(
+                "audio feature table folder is not writable: librosa builds the tables at every start",
+                extra={"folder": str(folder)},
+            )
+        with tempfile.TemporaryDirectory(prefix="plantmon-audio-tables-") as scratch:
+            return self._build(tables_file(self.config, Path(scratch))), "built: not kept"
+
+    def _build(self, path: Path) -> Tables:
+        """Run :mod:`plantmon_sensors.librosa_tables` in a child process to write ``path``; load it."""
+        args = _table_args(self.config)
+        command = [sys.executable, "-m", "plantmon_sensors.librosa_tables", "--out", str(path)]
+        command += [f"--{name.replace('_', '-')}={value}" for name, value in args.items()]
+        env = dict(os.environ)
+        cache = self.numba_cache_dir
+        if cache is not None and _writable(cache):
+            env["NUMBA_CACHE_DIR"] = str(cache)
+        elif cache is not None:
+            logger.warning(
+                "numba cache folder is not writable: librosa compiles from scratch", extra={"folder": str(cache)}
+            )
+        logger.info(
+            "building the audio feature tables with librosa in a child process",
+            extra={"out": str(path), "numba_cache_dir": env.get("NUMBA_CACHE_DIR")},
+        )
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("closed")
+            child = self._child = subprocess.Popen(
+                command, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            )
+        try:
+            _, stderr = child.communicate(timeout=self.BUILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.communicate()
+            raise RuntimeError(f"librosa did not build the tables within {self.BUILD_TIMEOUT_S:.0f} s") from None
+        finally:
+            with self._lock:
+                self._child = None
+        if child.returncode != 0:
+            last = (stderr or "").strip().splitlines()[-1:] or [f"exit status {child.returncode}"]
+            raise RuntimeError(f"building the tables failed: {last[0]}")
+        tables = load_tables(path, self.config)
+        if tables is None:
+            raise RuntimeError(f"the child wrote no usable tables to {path}")
+        return tables
+
+    def retry_if_due(self) -> None:
+        """After a failed warm-up, start another once its backoff has passed (the reading path calls this)."""
+        if self._retry_at is not None and not self._closed and time.monotonic() >= self._retry_at:
+            self._retry_at = None
+            logger.info("audio feature warm-up: trying again")
+            self.start_warm_up()
 
     def close(self) -> None:
-        """Nothing to release: the warm-up thread is a daemon."""
+        """Stop a table build still running (its child process); the warm-up thread is a daemon."""
+        with self._lock:
+            self._closed = True
+            child = self._child
+        if child is not None and child.poll() is None:
+            child.kill()
 
     def wait_ready(self, timeout: float | None = None) -> bool:
-        """Block until warm (tests, benchmarks); the service never calls this."""
-        if self._thread is None and not self.ready:
+        """Block until ready or failed (tests, benchmarks); the service never calls this."""
+        if not self.ready and (self._thread is None or not self._thread.is_alive()) and not self._done.is_set():
             self.start_warm_up()
-        return _warm.wait(timeout)
+        self._done.wait(timeout)
+        return self.ready
 
     def extract(self, buffer: FloatArray) -> AudioFeatures:
-        """Spectrum bands, MFCC and RMS level of one mono buffer in [-1, 1]."""
-        return _extract(buffer, self.config)
+        """Spectrum bands, MFCC and RMS level of one mono buffer in [-1, 1].
+
+        Without a finished warm-up (offline use) the tables are computed in this process.
+        """
+        tables = self.tables if self.tables is not None else tables_in_process(self.config)
+        return analyse(buffer, self.config, tables)
 
 
 def extract_features(buffer: FloatArray, sample_rate: int, **config: Any) -> AudioFeatures:
-    """Features of one buffer with the default configuration at ``sample_rate`` (blocking warm-up)."""
-    return _extract(buffer, FeatureConfig(sample_rate=sample_rate, **config))
-
-
-# -- the feature worker process ----------------------------------------------------------------
-def _worker_main(conn: Any, config: FeatureConfig, numba_cache_dir: str | None) -> None:
-    """Body of the feature worker: warm librosa up, say so, then answer one buffer at a time."""
-    if numba_cache_dir:
-        os.environ["NUMBA_CACHE_DIR"] = numba_cache_dir
-    try:
-        seconds = warm_up_librosa()
-        _extract(np.zeros(config.n_fft), config)
-        conn.send(("ready", seconds))
-    except Exception as exc:  # reported on the audio tags by the service
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
-        return
-    while True:
-        try:
-            buffer = conn.recv()
-        except (EOFError, OSError):
-            return
-        if buffer is None:
-            return
-        try:
-            conn.send(("ok", _extract(buffer, config)))
-        except Exception as exc:
-            conn.send(("error", f"{type(exc).__name__}: {exc}"))
-
-
-class FeatureWorker:
-    """The same extraction in a child process, so librosa and numba never run in the service's own.
-
-    numba's first compilation takes tens of seconds of CPU and holds the GIL for long stretches;
-    in a thread of the service it would slow every request meanwhile. In a child process the API
-    process never imports librosa: it starts fast, and the worker's warm-up costs requests nothing
-    but a share of the CPU. Buffers go over a pipe (a 0.5 s window at 16 kHz is 64 KB); a worker
-    that dies is started again on the next read. The worker is spawned (not forked: the service has
-    threads), so like any spawning program a script embedding the service needs an
-    ``if __name__ == "__main__":`` guard; ``plantmon-sensors`` and ``python -m plantmon_sensors`` have one.
-    """
-
-    REPLY_TIMEOUT_S = 30.0
-
-    def __init__(self, config: FeatureConfig | None = None, numba_cache_dir: Path | None = None) -> None:
-        self.config = config or FeatureConfig()
-        self.numba_cache_dir = numba_cache_dir
-        self.warm_up_error: str | None = None
-        self._ready = False
-        self._lock = threading.Lock()
-        self._process: Any = None
-        self._conn: Any = None
-        self._started = 0.0
-
-    def start_warm_up(self) -> None:
-        """Start the worker (it warms up on its own); returns at once."""
-        import multiprocessing
-
-        with self._lock:
-            if self._process is not None and self._process.is_alive():
-                return
-            context = multiprocessing.get_context("spawn")  # no fork of a threaded process
-            self._conn, child = context.Pipe()
-            cache = str(self.numba_cache_dir) if self.numba_cache_dir else os.environ.get("NUMBA_CACHE_DIR")
-            self._process = context.Process(
-                target=_worker_main, args=(child, self.config, cache), name="plantmon-audio-features", daemon=True
-            )
-            self._process.start()
-            child.close()
-            self._ready, self.warm_up_error, self._started = False, None, time.perf_counter()
-        logger.info("audio feature worker started; warming up", extra={"pid": self._process.pid})
-
-    @property
-    def ready(self) -> bool:
-        if self._ready:
-            return True
-        if not self._lock.acquire(blocking=False):
-            return False
-        try:
-            if self._conn is None:
-                return False
-            if self._conn.poll():
-                kind, value = self._conn.recv()
-                if kind == "ready":
-                    self._ready = True
-                    logger.info(
-                        "audio features ready",
-                        extra={"warm_up_s": round(time.perf_counter() - self._started, 2), "worker_s": value},
-                    )
-                else:
-                    self.warm_up_error = f"audio features unavailable: {value}"
-                    logger.error("audio feature worker failed", extra={"error": value})
-            elif not self._process.is_alive():
-                self.warm_up_error = f"audio feature worker exited ({self._process.exitcode})"
-            return self._ready
-        except (EOFError, OSError):
-            self.warm_up_error = "audio feature worker exited"
-            return False
-        finally:
-            self._lock.release()
-
-    def extract(self, buffer: FloatArray) -> AudioFeatures:
-        """Blocking: one buffer through the worker (call it from a thread)."""
-        from plantmon_sensors.drivers import NoResponseError
-
-        died: Exception | None = None
-        with self._lock:
-            try:
-                self._conn.send(np.asarray(buffer, dtype=np.float64))
-                if not self._conn.poll(self.REPLY_TIMEOUT_S):
-                    raise NoResponseError("no response (audio feature worker)")
-                kind, value = self._conn.recv()
-            except (EOFError, OSError) as exc:
-                self._ready, died = False, exc
-        if died is not None:
-            logger.warning("audio feature worker died; restarting it", extra={"error": str(died)})
-            self.start_warm_up()
-            raise NoResponseError("no response (audio feature worker died; restarting)") from died
-        if kind != "ok":
-            raise RuntimeError(value)
-        result: AudioFeatures = value
-        return result
-
-    def close(self) -> None:
-        with self._lock:
-            process, conn, self._process, self._conn = self._process, self._conn, None, None
-        if process is None:
-            return
-        with contextlib.suppress(OSError):  # the worker may be gone already
-            conn.send(None)
-        process.join(timeout=2)
-        if process.is_alive():  # still compiling: nothing to lose
-            process.terminate()
-            process.join(timeout=5)
-        conn.close()
+    """Features of one buffer with the default configuration at ``sample_rate`` (tables computed in-process)."""
+    cfg = FeatureConfig(sample_rate=sample_rate, **config)
+    return analyse(buffer, cfg, tables_in_process(cfg))

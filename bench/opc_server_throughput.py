@@ -4,8 +4,10 @@ For each load (tags x poll rate) three processes run: a synthetic sensor API (HT
 a new value and observation time at each request), the server under test and, as the ceiling,
 a bare asyncua server that writes the same number of plain variables at the same rate with no
 HTTP, parsing, status logic or history. A secure client (Basic256Sha256 SignAndEncrypt, the
-service user) in this process subscribes to every tag with the StatusValueTimestamp trigger and
-counts notifications; the server's CPU comes from ``/proc/<pid>/stat``.
+service user) in this process subscribes to every tag with the StatusValueTimestamp trigger (the
+monitored items created 500 per request, a watchdog probe every 5 s with a 30 s request timeout,
+as a SCADA client would) and counts notifications; the server's CPU comes from
+``/proc/<pid>/stat``, the longest stall of its event loop from its ``/metrics`` (a timer probe).
 
 ``python -m bench.opc_server_throughput [--smoke]``; the helper processes are
 ``python -m bench.opc_server_throughput peer|bare ...``.
@@ -18,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import secrets
 import subprocess
@@ -30,9 +33,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 from asyncua import Client, Node, ua
 from plantmon_common.opcua import OpcUaClientSettings, OpcUaError, connect
 from plantmon_dev.procs import free_port, stop_process, wait_for_port
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 logger = logging.getLogger(__name__)
@@ -41,6 +46,7 @@ NAMESPACE = "urn:plantmon:plant"
 # Shared with the helper processes through the environment they inherit.
 PASSWORD = os.environ.setdefault("PLANTMON_BENCH_OPC_PASSWORD", "bench-" + secrets.token_urlsafe(12))
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+SUBSCRIBE_CHUNK = 500  # monitored items per CreateMonitoredItems request
 
 
 def tag_path(i: int) -> str:
@@ -184,16 +190,17 @@ def client_settings(endpoint: str, workdir: Path) -> OpcUaClientSettings:
         hostname="localhost",
         application_uri="urn:plantmon:bench-client",
         timeout_s=30,
+        watchdog_interval_s=5,
     )
 
 
 @contextlib.asynccontextmanager
-async def plant_under_test(sensors_url: str, rate: float, workdir: Path) -> AsyncIterator[tuple[int, str]]:
+async def plant_under_test(sensors_url: str, rate: float, workdir: Path) -> AsyncIterator[tuple[int, str, str]]:
     port, http_port = free_port(), free_port()
     endpoint = f"opc.tcp://127.0.0.1:{port}/freeopcua/server/"
     env = server_env(sensors_url, endpoint, rate, workdir, http_port)
     with process(["-m", "plantmon_opc_server"], env, workdir / "opc_server.log", port) as pid:
-        yield pid, endpoint
+        yield pid, endpoint, f"http://127.0.0.1:{http_port}/metrics"
 
 
 @contextlib.asynccontextmanager
@@ -243,8 +250,8 @@ async def subscribe_all(client: Client, tags: int, counter: Counter, publishing_
         )
         for i in range(tags)
     ]
-    for start in range(0, len(requests), 1000):
-        for result in await sub.create_monitored_items(requests[start : start + 1000]):
+    for start in range(0, len(requests), SUBSCRIBE_CHUNK):
+        for result in await sub.create_monitored_items(requests[start : start + SUBSCRIBE_CHUNK]):
             if isinstance(result, ua.StatusCode):
                 raise RuntimeError(f"cannot monitor a tag: {result}")
 
@@ -269,10 +276,19 @@ class Result:
     notifications_per_s: float
     cpu_percent: float
     idle_cpu_percent: float  # all tags written at the rate, no client subscribed
+    ready_s: float = math.nan  # from the endpoint accepting connections to the last tag's first Good value
+    creation_stall_s: float = math.nan  # longest event-loop stall up to then (node creation, first polls)
+    window_stall_s: float = math.nan  # longest stall while subscribed (upper bound of its histogram bucket)
+    polls_per_s: float = math.nan  # polls the server completed while subscribed
+    client_cpu_percent: float = math.nan  # this process (the subscribed client) while subscribed
 
     @property
     def offered(self) -> float:
         return self.tags * self.rate
+
+    @property
+    def delivered(self) -> float:
+        return self.notifications_per_s / self.offered
 
     @property
     def cpu_per_1k(self) -> float:
@@ -294,9 +310,54 @@ async def patient_connect(endpoint: str, workdir: Path, timeout: float = 180) ->
             await asyncio.sleep(1)
 
 
-async def measure(name: str, pid: int, endpoint: str, tags: int, rate: float, seconds: float, workdir: Path) -> Result:
+async def loop_lag(metrics_url: str | None) -> tuple[float, dict[float, float]]:
+    """The server's longest event-loop stall so far and its lag histogram (cumulative buckets).
+
+    The histogram also carries the count of polls under the key ``-1``.
+    """
+    if metrics_url is None:
+        return math.nan, {}
+    async with httpx.AsyncClient(timeout=10, follow_redirects=True) as http:
+        text = (await http.get(metrics_url)).text
+    longest, buckets = math.nan, {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "plantmon_opc_server_event_loop_lag_max_seconds":
+                longest = sample.value
+            elif sample.name == "plantmon_opc_server_event_loop_lag_seconds_bucket":
+                buckets[float(sample.labels["le"])] = sample.value
+            elif sample.name == "plantmon_opc_server_polls_total":
+                buckets[-1.0] = sample.value
+    return longest, buckets
+
+
+def longest_in_window(before: dict[float, float], after: dict[float, float]) -> float:
+    """Upper bound of the longest stall between two histogram readings (the highest bucket that grew)."""
+    bounds = sorted(b for b in after if b >= 0)
+    grew = [b for b in bounds if after[b] - before.get(b, 0) > 0]
+    if not grew:
+        return math.nan
+    # cumulative buckets: the count above bound b grew iff the +Inf count grew more than b's
+    total = after[math.inf] - before.get(math.inf, 0)
+    below = [b for b in bounds if after[b] - before.get(b, 0) >= total]
+    return below[0] if below else math.inf
+
+
+async def measure(
+    name: str,
+    pid: int,
+    endpoint: str,
+    tags: int,
+    rate: float,
+    seconds: float,
+    workdir: Path,
+    metrics_url: str | None = None,
+) -> Result:
+    started = time.monotonic()
     async with patient_connect(endpoint, workdir) as client:
         await wait_until_all_tags_exist(client, tags, timeout=120)
+        ready = time.monotonic() - started
+        creation_stall, _ = await loop_lag(metrics_url)
         await asyncio.sleep(2)
         cpu0, t0 = cpu_seconds(pid), time.monotonic()
         await asyncio.sleep(seconds / 2)
@@ -304,18 +365,32 @@ async def measure(name: str, pid: int, endpoint: str, tags: int, rate: float, se
         counter = Counter()
         await subscribe_all(client, tags, counter, publishing_ms=max(100.0, 1000.0 / rate))
         await asyncio.sleep(3)  # warm-up: initial values and the first publishes
-        count0, cpu0, t0 = counter.count, cpu_seconds(pid), time.monotonic()
+        _, lag0 = await loop_lag(metrics_url)
+        count0, cpu0, t0, own0 = counter.count, cpu_seconds(pid), time.monotonic(), cpu_seconds(os.getpid())
         await asyncio.sleep(seconds)
-        count1, cpu1, t1 = counter.count, cpu_seconds(pid), time.monotonic()
+        count1, cpu1, t1, own1 = counter.count, cpu_seconds(pid), time.monotonic(), cpu_seconds(os.getpid())
+        _, lag1 = await loop_lag(metrics_url)
     elapsed = t1 - t0
-    return Result(name, tags, rate, (count1 - count0) / elapsed, 100 * (cpu1 - cpu0) / elapsed, idle)
+    return Result(
+        name,
+        tags,
+        rate,
+        (count1 - count0) / elapsed,
+        100 * (cpu1 - cpu0) / elapsed,
+        idle,
+        ready,
+        creation_stall,
+        longest_in_window(lag0, lag1) if metrics_url else math.nan,
+        (lag1.get(-1.0, math.nan) - lag0.get(-1.0, math.nan)) / elapsed,
+        100 * (own1 - own0) / elapsed,
+    )
 
 
 async def run_load(tags: int, rate: float, seconds: float) -> tuple[Result, Result]:
     workdir = Path(tempfile.mkdtemp(prefix="plantmon-bench-opc-"))
     with peer(tags, workdir) as url:
-        async with plant_under_test(url, rate, workdir) as (pid, endpoint):
-            plant = await measure("plantmon", pid, endpoint, tags, rate, seconds, workdir)
+        async with plant_under_test(url, rate, workdir) as (pid, endpoint, metrics_url):
+            plant = await measure("plantmon", pid, endpoint, tags, rate, seconds, workdir, metrics_url)
     async with bare_server(tags, rate, workdir) as (pid, endpoint):
         bare = await measure("bare asyncua", pid, endpoint, tags, rate, seconds, workdir)
     return plant, bare
@@ -324,17 +399,24 @@ async def run_load(tags: int, rate: float, seconds: float) -> tuple[Result, Resu
 def report(rows: list[tuple[Result, Result]]) -> str:
     lines = [
         "| tags x rate | offered updates/s | plantmon: CPU % unsubscribed | CPU %/1k upd/s unsubscribed "
-        "| notifications/s subscribed | CPU % subscribed | bare asyncua: CPU % unsubscribed | CPU %/1k upd/s "
-        "| notifications/s | CPU % subscribed | ratio plantmon/bare, unsubscribed CPU |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| notifications/s subscribed (of offered) | CPU % subscribed | CPU %/1k notif/s "
+        "| bare asyncua: CPU % unsubscribed | CPU %/1k upd/s | notifications/s (of offered) | CPU % subscribed "
+        "| ratio plantmon/bare, unsubscribed CPU | plantmon: all tags Good after | longest loop stall to then "
+        "| longest loop stall subscribed | polls/s subscribed | client CPU % |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: |",
     ]
     for plant, bare in rows:
         per_1k = 1000 / plant.offered
         lines.append(
-            f"| {plant.tags} x {plant.rate:g} Hz | {plant.offered:,.0f} | {plant.idle_cpu_percent:.0f} "
-            f"| {plant.idle_cpu_percent * per_1k:.1f} | {plant.notifications_per_s:,.0f} | {plant.cpu_percent:.0f} "
-            f"| {bare.idle_cpu_percent:.0f} | {bare.idle_cpu_percent * per_1k:.1f} | {bare.notifications_per_s:,.0f} "
-            f"| {bare.cpu_percent:.0f} | {plant.idle_cpu_percent / max(bare.idle_cpu_percent, 0.1):.2f} |"
+            f"| {plant.tags:,} x {plant.rate:g} Hz | {plant.offered:,.0f} | {plant.idle_cpu_percent:.0f} "
+            f"| {plant.idle_cpu_percent * per_1k:.1f} | {plant.notifications_per_s:,.0f} ({plant.delivered:.0%}) "
+            f"| {plant.cpu_percent:.0f} | {plant.cpu_per_1k:.1f} "
+            f"| {bare.idle_cpu_percent:.0f} | {bare.idle_cpu_percent * per_1k:.1f} "
+            f"| {bare.notifications_per_s:,.0f} ({bare.delivered:.0%}) | {bare.cpu_percent:.0f} "
+            f"| {plant.idle_cpu_percent / max(bare.idle_cpu_percent, 0.1):.2f} | {plant.ready_s:.1f} s "
+            f"| {plant.creation_stall_s * 1000:.0f} ms | ≤ {plant.window_stall_s * 1000:.0f} ms "
+            f"| {plant.polls_per_s:.2f} of {plant.rate:g} | {plant.client_cpu_percent:.0f} |"
         )
     return "\n".join(lines)
 
@@ -361,7 +443,10 @@ def main(argv: list[str]) -> int:
             f"{tags} tags x {rate:g} Hz: plantmon {plant.notifications_per_s:,.0f} notif/s"
             f" at {plant.cpu_percent:.0f} % CPU ({plant.idle_cpu_percent:.0f} % unsubscribed)"
             f"; bare asyncua {bare.notifications_per_s:,.0f} notif/s at {bare.cpu_percent:.0f} % CPU"
-            f" ({bare.idle_cpu_percent:.0f} % unsubscribed)",
+            f" ({bare.idle_cpu_percent:.0f} % unsubscribed); plantmon all tags Good after {plant.ready_s:.1f} s,"
+            f" longest loop stall {plant.creation_stall_s * 1000:.0f} ms to then,"
+            f" ≤ {plant.window_stall_s * 1000:.0f} ms while subscribed, {plant.polls_per_s:.2f} polls/s,"
+            f" client {plant.client_cpu_percent:.0f} % CPU",
             flush=True,
         )
         rows.append((plant, bare))

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from pathlib import Path
 
 import pytest
 from asyncua import Client, ua
 from plantmon_common.opcua import OpcUaError, browse_plant, connect
 from plantmon_common.tags import UNITS
+from plantmon_opc_server.server import BULK_TAGS
 
 from services.opc_server.tests.support import (
     OPERATOR_PASSWORD,
@@ -178,3 +181,54 @@ async def test_an_uncertain_reading_without_a_value_is_published_as_waiting_not_
             return dv.StatusCode.value == ua.StatusCodes.UncertainSensorNotAccurate and dv.Value.Value == 3.5
 
         await wait_until(uncertain_with_value)
+
+
+async def test_hundreds_of_new_tags_at_once_get_the_same_model_while_a_session_keeps_reading(
+    sensor_api: FakeSensorApi, tmp_path: Path
+) -> None:
+    # Enough tags for the bulk path (batched AddNodes, collector paused, heap frozen afterwards).
+    count = BULK_TAGS + 100
+    settings = server_settings(tmp_path, f"http://127.0.0.1:{sensor_api.port}")
+    frozen_before = gc.get_freeze_count()
+    try:
+        async with plant_server(settings), connect(client_settings(settings, tmp_path)) as client:
+            for i in range(count):
+                sensor_api.add(f"Plant/Bulk/Tag_{i:04d}", "V", -10.0, float(i), float(i) / 2)
+            last = f"Plant/Bulk/Tag_{count - 1:04d}"
+
+            async def last_is_good() -> bool:
+                with contextlib.suppress(ua.UaStatusCodeError):
+                    dv = await read(client, last)
+                    return dv.StatusCode.is_good() and dv.Value.Value == (count - 1) / 2
+                return False
+
+            await wait_until(last_is_good, timeout=60)
+            assert (await read(client, "Plant/Temperature/Upper")).StatusCode.is_good()
+            assert gc.isenabled()
+
+            tags = {t.path: t for t in await browse_plant(client)}
+            bulk = sorted(p for p in tags if p.startswith("Plant/Bulk/"))
+            assert bulk == [f"Plant/Bulk/Tag_{i:04d}" for i in range(count)]
+            ns = await client.get_namespace_index("urn:plantmon:plant")
+            for i in (0, count // 2, count - 1):
+                tag = tags[f"Plant/Bulk/Tag_{i:04d}"]
+                assert tag.node_id == ua.NodeId(tag.path, ns)
+                assert (tag.unit, tag.eu_low, tag.eu_high) == ("V", -10.0, float(i))
+                assert tag.description == f"test {tag.path}"
+                node = client.get_node(tag.node_id)
+                assert await node.read_type_definition() == ua.NodeId(ua.ObjectIds.AnalogItemType)
+                assert await node.read_data_type() == ua.NodeId(ua.ObjectIds.Double)
+                for attr in (ua.AttributeIds.AccessLevel, ua.AttributeIds.UserAccessLevel):
+                    level = (await node.read_attribute(attr)).Value.Value
+                    assert level == ua.AccessLevel.CurrentRead.mask | ua.AccessLevel.HistoryRead.mask
+                assert (await node.read_attribute(ua.AttributeIds.Historizing)).Value.Value is True
+                for name in ("EURange", "EngineeringUnits"):
+                    prop = await node.get_child(f"0:{name}")
+                    assert await prop.read_type_definition() == ua.NodeId(ua.ObjectIds.PropertyType)
+                    level = (await prop.read_attribute(ua.AttributeIds.AccessLevel)).Value.Value
+                    assert level == ua.AccessLevel.CurrentRead.mask
+                parents = await node.get_references(ua.ObjectIds.HasComponent, ua.BrowseDirection.Inverse)
+                assert [r.NodeId for r in parents] == [ua.NodeId("Plant/Bulk", ns)]
+            assert gc.get_freeze_count() > frozen_before
+    finally:
+        gc.unfreeze()  # the test process is not a server: give its objects back to the collector

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import httpx
@@ -104,3 +105,22 @@ async def test_metrics_count_polls_failures_sessions_subscriptions_and_monitored
                 return bool((await http.get("/health")).json()["sensors_reachable"])
 
             await wait_until(healthy_again)
+
+
+async def test_metrics_report_how_long_the_event_loop_was_held(sensor_api: FakeSensorApi, tmp_path: Path) -> None:
+    settings = server_settings(tmp_path, f"http://127.0.0.1:{sensor_api.port}")
+    async with plant_server(settings) as plant:
+        url = f"http://127.0.0.1:{plant.http_port}/metrics"  # type: ignore[attr-defined]
+
+        async def probed() -> bool:
+            return (await scrape(url)).get("plantmon_opc_server_event_loop_lag_seconds_count", 0) >= 1
+
+        await wait_until(probed)
+        # Hold the loop the server runs in, as a long synchronous step would: the probe's 0.1 s
+        # timer, armed before, fires at least 0.3 s after it was armed, so 0.2 s late or more.
+        time.sleep(0.3)
+
+        async def stall_seen() -> bool:
+            return (await scrape(url)).get("plantmon_opc_server_event_loop_lag_max_seconds", 0) >= 0.2
+
+        await wait_until(stall_seen)

@@ -98,7 +98,7 @@ def simulate(
             readings[(sensor_id, "cold_junction_celsius")] = thermocouple.cold_junction_celsius
         readings[("rpm", "rpm")] = _now(rpm.read_rpm())
         readings[("voltage", "volts")] = _now(voltage.read_volts())
-        for channel, value in extractor.extract(_now(audio.read_buffer())).channels().items():
+        for channel, value in extractor.extract(audio.buffer()).channels().items():
             readings[("audio", channel)] = value
         return readings
 

@@ -21,6 +21,7 @@ applied in model time, so a schedule is exact whatever the read rates) and from 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -224,9 +225,19 @@ class SimAudioDriver:
     def sample_rate(self) -> int:
         return self.sim.audio_sample_rate
 
-    async def read_buffer(self) -> npt.NDArray[np.float64]:
+    def buffer(self) -> npt.NDArray[np.float64]:
+        """One window of sound for the plant's state now (synchronous, for offline replays)."""
         state = self.sim.check_responding(self.sensor_id)
         return sound.synthesise(state, self.sim.audio_rng, self.sample_rate, self.sim.audio_window_s)
+
+    async def read_buffer(self) -> npt.NDArray[np.float64]:
+        state = self.sim.check_responding(self.sensor_id)
+        # A few milliseconds of numpy per window: off the event loop, which serves the API. The
+        # audio generator is this driver's alone and reads are sequential, so a seed still
+        # repeats the same sound.
+        return await asyncio.to_thread(
+            sound.synthesise, state, self.sim.audio_rng, self.sample_rate, self.sim.audio_window_s
+        )
 
 
 __all__ = [

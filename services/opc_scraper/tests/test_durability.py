@@ -24,7 +24,7 @@ from plantmon_scraper.metrics import ScraperMetrics
 from plantmon_scraper.service import Scraper
 from plantmon_scraper.settings import ScraperSettings
 from plantmon_scraper.spool import Spool
-from plantmon_scraper.store import SampleStore
+from plantmon_scraper.store import SampleStore, prepare_connection
 from psycopg_pool import AsyncConnectionPool
 
 from services.opc_scraper.tests.support import TAG_PATHS, PlantServer, fetch_rows, metric, scraper_settings, wait_for
@@ -250,3 +250,38 @@ async def test_kill_9_of_the_scraper_loses_nothing_and_duplicates_nothing(
     finally:
         await counter.stop()
     assert_exactly_once(await fetch_rows(superuser, base), produced)
+
+
+async def test_write_batch_stores_exact_rows_once_when_a_batch_is_written_again(
+    migrated_db: dict[str, str], tmp_path: Path
+) -> None:
+    """The binary COPY stream (NULL values, large status codes, microseconds, dates before 2000)
+    lands exactly; a batch written again, or one that overlaps stored rows, adds only what is new."""
+    settings = scraper_settings("opc.tcp://127.0.0.1:1", migrated_db, migrated_db["writer_password"], tmp_path / "c")
+    reader = role_conninfo(migrated_db, "plantmon_reader", migrated_db["reader_password"])
+    base = datetime(1999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+    bad = 0x80340000  # BadNodeIdUnknown: above 2**31, stored as bigint
+    first = [
+        Sample("Plant/RPM/MainShaft", 1.25, 0, base),
+        Sample("Plant/RPM/MainShaft", None, bad, base + timedelta(microseconds=1)),
+        Sample("Plant/Temperature/Upper", -3.5e300, 0x00A80000, base + timedelta(days=9000, microseconds=7)),
+    ]
+    overlapping = [*first[1:], Sample("Plant/RPM/MainShaft", 2.0, 0, base + timedelta(seconds=1))]
+    registry = new_registry("scraper", with_process=False)
+    pool = AsyncConnectionPool(
+        settings.database.conninfo(), min_size=1, max_size=1, open=False, configure=prepare_connection
+    )
+    async with pool:
+        store = SampleStore(pool, settings, ScraperMetrics(registry))
+        assert await store.write_batch(first) == 3
+        assert await store.write_batch(first) == 0
+        assert await store.write_batch(overlapping) == 1
+    assert registry.get_sample_value("plantmon_scraper_rows_written_total") == 4
+    assert registry.get_sample_value("plantmon_scraper_duplicates_total") == 5
+    rows = await fetch_rows(reader, base - timedelta(days=1))
+    assert sorted(rows, key=lambda r: r[1]) == [
+        ("Plant/RPM/MainShaft", base, 1.25, 0),
+        ("Plant/RPM/MainShaft", base + timedelta(microseconds=1), None, bad),
+        ("Plant/RPM/MainShaft", base + timedelta(seconds=1), 2.0, 0),
+        ("Plant/Temperature/Upper", base + timedelta(days=9000, microseconds=7), -3.5e300, 0x00A80000),
+    ]

@@ -57,6 +57,7 @@ class Scraper:
             on_tags_added=self.store.on_tags_added,
             on_state=self._on_opcua_state,
             on_subscribed=self.store.on_subscribed,
+            batch_sink=self.store.put_many,
         )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []

@@ -193,6 +193,8 @@ def create_app(settings: SensorSettings, registry: CollectorRegistry | None = No
     )
     app.state.service = service
 
+    # The read routes use ``service`` from this scope rather than a FastAPI dependency: solving
+    # one costs about 0.2 ms per request here, more than building the answer.
     @app.get(
         "/api/v1/tags", response_model=list[TagMeta], tags=["tags"], responses=_ERRORS, summary="Metadata of every tag"
     )
@@ -211,7 +213,6 @@ def create_app(settings: SensorSettings, registry: CollectorRegistry | None = No
         summary="The latest reading of every tag",
     )
     async def all_readings(
-        service: ServiceDep,
         sensor: Annotated[str | None, Query(description="Only the readings of this sensor id")] = None,
     ) -> Response:
         if sensor is None:
@@ -228,7 +229,6 @@ def create_app(settings: SensorSettings, registry: CollectorRegistry | None = No
         summary="The latest reading of one tag by its path",
     )
     async def one_reading(
-        service: ServiceDep,
         path: Annotated[str, Path(description="Tag path, e.g. Plant/Temperature/Upper")],
     ) -> Response:
         if path not in TAG_BY_PATH:
@@ -236,7 +236,7 @@ def create_app(settings: SensorSettings, registry: CollectorRegistry | None = No
         return _json(service.store.row_json(path))
 
     def _single(route: str, tag_path: str, summary: str) -> None:
-        async def handler(service: ServiceDep) -> Response:
+        async def handler() -> Response:
             return _json(service.store.row_json(tag_path))
 
         handler.__name__ = "read_" + route.strip("/").replace("/", "_")
@@ -248,13 +248,13 @@ def create_app(settings: SensorSettings, registry: CollectorRegistry | None = No
     _single("/voltage", "Plant/Voltage/MainSupply", "Main supply voltage")
 
     @app.get("/audio/mfcc", response_model=ReadingsResponse, tags=["seed endpoints"], summary="The 13 MFCC")
-    async def audio_mfcc(service: ServiceDep) -> Response:
+    async def audio_mfcc() -> Response:
         return _json(service.store.readings_json(MFCC_PATHS))
 
     @app.get(
         "/audio/spectrum", response_model=ReadingsResponse, tags=["seed endpoints"], summary="The 32 spectrum bands"
     )
-    async def audio_spectrum(service: ServiceDep) -> Response:
+    async def audio_spectrum() -> Response:
         return _json(service.store.readings_json(SPECTRUM_PATHS))
 
     @app.get(

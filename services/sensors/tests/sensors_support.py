@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
+import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,3 +38,19 @@ async def until(probe: Callable[[], Awaitable[Any]], deadline_s: float = 10.0) -
             return result
         assert time.monotonic() < end, "condition not reached in time"
         await asyncio.sleep(0.05)
+
+
+@contextlib.contextmanager
+def service_process(command: list[str], env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """The service as a child process logging to ``log``; at the end it must stop on SIGTERM with
+    status 0 (it is killed if the body failed or it does not stop within 20 s)."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        yield proc
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

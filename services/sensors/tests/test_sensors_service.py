@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from datetime import timedelta
@@ -26,6 +24,8 @@ from plantmon_sensors.sampler import Sampler
 from plantmon_sensors.settings import SensorSettings
 from plantmon_sensors.simulator import Simulation
 from pydantic import ValidationError
+
+from services.sensors.tests.sensors_support import service_process
 
 
 def test_faults_come_from_a_comma_list_or_json(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -154,9 +154,7 @@ def test_console_script_serves_and_stops_on_sigterm(tmp_path: Any) -> None:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORS_")}
     env.update({"SENSORS_HTTP_HOST": "127.0.0.1", "SENSORS_HTTP_PORT": str(port), "SENSORS_LOG_FORMAT": "json"})
-    log = (tmp_path / "sensors.log").open("w+")
-    proc = subprocess.Popen([sys.executable, "-m", "plantmon_sensors"], env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
+    with service_process([sys.executable, "-m", "plantmon_sensors"], env, tmp_path / "sensors.log") as proc:
         deadline = time.monotonic() + 20
         while True:
             assert proc.poll() is None, (tmp_path / "sensors.log").read_text()
@@ -169,12 +167,6 @@ def test_console_script_serves_and_stops_on_sigterm(tmp_path: Any) -> None:
             assert time.monotonic() < deadline, "service did not come up"
             time.sleep(0.1)
         assert httpx.get(f"http://127.0.0.1:{port}/rpm").json()["quality"] == "good"
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     output = (tmp_path / "sensors.log").read_text()
     assert '"message": "sampling stopped"' in output
 
@@ -209,9 +201,7 @@ def test_the_service_never_loads_numba_and_keeps_the_tables_librosa_built(tmp_pa
     )
     for run in ("first", "second"):
         log_path = tmp_path / f"{run}.log"
-        with log_path.open("w") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "plantmon_sensors"], env=env, stdout=log, stderr=log)
-        try:
+        with service_process([sys.executable, "-m", "plantmon_sensors"], env, log_path) as proc:
             deadline = time.monotonic() + 600  # generous: the child loads librosa on a shared 2-core machine
             seen: set[tuple[str, str | None]] = set()
             while True:
@@ -230,12 +220,6 @@ def test_the_service_never_loads_numba_and_keeps_the_tables_librosa_built(tmp_pa
             libraries = _mapped_libraries(proc.pid)
             assert not [lib for lib in libraries if "numba" in lib or "llvmlite" in lib], libraries
             assert _children(proc.pid) == [], "the table builder is gone"
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(timeout=20) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
         building = [line for line in lines if line["message"].startswith("building the audio feature tables")]
         ready = [line for line in lines if line["message"] == "audio features ready"]

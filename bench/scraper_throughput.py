@@ -9,7 +9,8 @@
 2. The scraper end to end (``python -m plantmon_scraper`` against the same server and a real
    PostgreSQL with the real migrations) at each step: rows stored per second (counted in the
    database by source time), p50/p99 from SourceTimestamp to commit, CPU and RSS, queue depth
-   at the start and the end of the window.
+   at the start and the end of the window, and the writer in the window from the scraper's
+   metrics: rows committed/s, rows per COPY, COPYs larger than one batch (a backlog drained).
 3. Database ceiling: raw binary COPY of the same rows into ``samples``.
 4. The scraper's writer alone: replay of a spool of the same rows (``write_batch``: COPY straight
    into samples; a record holding stored rows through staging and ``INSERT ... ON CONFLICT DO
@@ -341,6 +342,9 @@ class StepResult:
     queue_start: float = 0.0
     queue_end: float = 0.0
     spool_rows: float = 0.0
+    written_rate: float = 0.0
+    batch_mean: float = 0.0
+    backlog_batches: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
 
 
@@ -446,6 +450,15 @@ def measure_scraper(
         "queue_start": m0["plantmon_scraper_queue_depth"],
         "queue_end": m1["plantmon_scraper_queue_depth"],
         "spool_rows": m1["plantmon_scraper_spool_rows"],
+        # The writer in the window: rows committed per second, rows per COPY, and how many COPYs
+        # took more than one batch because the queue held a backlog.
+        "written_rate": (m1["plantmon_scraper_rows_written_total"] - m0["plantmon_scraper_rows_written_total"])
+        / elapsed,
+        "batch_mean": ratio(
+            m1["plantmon_scraper_batch_rows_sum"] - m0["plantmon_scraper_batch_rows_sum"],
+            m1["plantmon_scraper_batch_rows_count"] - m0["plantmon_scraper_batch_rows_count"],
+        ),
+        "backlog_batches": m1["plantmon_scraper_backlog_batches_total"] - m0["plantmon_scraper_backlog_batches_total"],
         "p50": statistics.median(latencies) if latencies else float("nan"),
         "p99": statistics.quantiles(latencies, n=100)[98]
         if len(latencies) >= 100
@@ -654,7 +667,8 @@ def print_step(r: StepResult) -> None:
         f"scraper stored {r.rows_rate:,.0f}/s (received {r.notif_rate:,.0f}/s) at {r.cpu:.0%} CPU "
         f"(server {r.server_cpu:.0%}, PostgreSQL {r.postgres_cpu:.0%}, machine {r.machine:.0%}), {r.rss:.0f} MiB, "
         f"p50 {r.p50:.2f} s p99 {r.p99:.2f} s, queue {r.queue_start:.0f} -> {r.queue_end:.0f}, "
-        f"spool {r.spool_rows:.0f} rows",
+        f"spool {r.spool_rows:.0f} rows; writer committed {r.written_rate:,.0f} rows/s, "
+        f"{r.batch_mean:,.0f} rows per COPY, {r.backlog_batches:.0f} larger COPYs (backlog)",
         flush=True,
     )
 

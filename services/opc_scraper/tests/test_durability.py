@@ -285,3 +285,43 @@ async def test_write_batch_stores_exact_rows_once_when_a_batch_is_written_again(
         ("Plant/RPM/MainShaft", base + timedelta(seconds=1), 2.0, 0),
         ("Plant/Temperature/Upper", base + timedelta(days=9000, microseconds=7), -3.5e300, 0x00A80000),
     ]
+
+
+async def test_a_deep_queue_is_written_in_bounded_larger_batches_exactly_once(
+    migrated_db: dict[str, str], tmp_path: Path
+) -> None:
+    """With a backlog the writer takes up to ``batch_max_factor`` batches per COPY (so it catches
+    up), in order, every row once: also when the first large batch overlaps rows already stored."""
+    settings = scraper_settings(
+        "opc.tcp://127.0.0.1:1", migrated_db, migrated_db["writer_password"], tmp_path / "c"
+    ).model_copy(update={"batch_size": 100, "batch_max_factor": 3, "batch_age_s": 5.0})
+    reader = role_conninfo(migrated_db, "plantmon_reader", migrated_db["reader_password"])
+    base = datetime(2026, 1, 2, tzinfo=UTC)
+    paths = ["Plant/RPM/MainShaft", "Plant/Temperature/Upper"]
+    samples = [Sample(paths[i % 2], float(i // 2), 0, base + timedelta(milliseconds=i // 2)) for i in range(1050)]
+    registry = new_registry("scraper", with_process=False)
+    pool = AsyncConnectionPool(
+        settings.database.conninfo(), min_size=1, max_size=2, open=False, configure=prepare_connection
+    )
+    async with pool:
+        store = SampleStore(pool, settings, ScraperMetrics(registry))
+        await asyncio.to_thread(store.open_spool)
+        assert await store.write_batch(samples[:40]) == 40  # stored before: the first deep COPY must merge
+        store.put_many(samples)
+        assert store.backlog_limit() == 300
+        stop = asyncio.Event()
+        writer = asyncio.create_task(store.run(stop))
+        try:
+            await wait_for(lambda: store.queue.empty(), timeout=60, what="the backlog written")
+        finally:
+            stop.set()
+            await asyncio.wait_for(writer, timeout=60)
+        assert store.spool.empty
+    # 1,050 queued with batches of 100 and a factor of 3: 300 + 300 + 300 + 150, not 11 batches.
+    assert registry.get_sample_value("plantmon_scraper_batch_rows_count") == 1 + 4
+    assert registry.get_sample_value("plantmon_scraper_batch_rows_sum") == 40 + 1050
+    assert registry.get_sample_value("plantmon_scraper_backlog_batches_total") == 4
+    assert registry.get_sample_value("plantmon_scraper_rows_written_total") == 1050
+    assert registry.get_sample_value("plantmon_scraper_duplicates_total") == 40
+    rows = await fetch_rows(reader, base)
+    assert [(r[0], r[1], r[2]) for r in rows] == sorted((s.path, s.source_time, s.value) for s in samples)

@@ -92,7 +92,12 @@ class ScraperMetrics:
         self.batch_rows = Histogram(
             "plantmon_scraper_batch_rows",
             "Samples per batch",
-            buckets=(1, 10, 50, 100, 500, 1000, 2500, 5000, 10000),
+            buckets=(1, 10, 50, 100, 500, 1000, 2500, 5000, 10000, 20000, 50000),
+            registry=registry,
+        )
+        self.backlog_batches = Counter(
+            "plantmon_scraper_backlog_batches",
+            "Batches written larger than batch_size because the queue held more than one batch",
             registry=registry,
         )
         self.queue_depth = Gauge("plantmon_scraper_queue_depth", "Samples waiting to be written", registry=registry)

@@ -28,6 +28,11 @@ class ScraperSettings(ServiceSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]
     batch_size: int = Field(default=5000, ge=1, description="Rows per COPY at most")
     batch_age_s: float = Field(default=1.0, gt=0, description="Oldest a sample waits before its batch is written")
+    batch_max_factor: int = Field(
+        default=4,
+        ge=1,
+        description="With a backlog (queue deeper than a batch), one COPY takes this many batches at most",
+    )
     queue_max: int = Field(default=100_000, ge=1, description="Samples held in memory; more spill to the spool")
     pool_max_size: int = Field(default=2, ge=1, description="Database connections at most")
     retry_initial_s: float = Field(default=0.2, gt=0, description="First wait after a failed write")

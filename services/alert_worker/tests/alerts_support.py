@@ -17,6 +17,8 @@ from asyncua.server.user_managers import UserManager
 from plantmon_common.opcua import ensure_certificate
 from plantmon_dev.procs import free_port
 
+from services.alert_worker.tests.loopback_support import LoopbackServer
+
 T = TypeVar("T")
 
 OPC_USER = "alerts"
@@ -73,26 +75,16 @@ async def plant_server(cert_dir: Path) -> AsyncIterator[PlantServer]:
         yield PlantServer(server, url, upper)
 
 
-class CuttableProxy:
+class CuttableProxy(LoopbackServer):
     """A TCP proxy in front of PostgreSQL whose link the test cuts and restores (a database outage)."""
 
     def __init__(self, upstream_port: int) -> None:
+        super().__init__(free_port())
         self.upstream_port = upstream_port
-        self.port = free_port()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
 
     async def cut(self) -> None:
         """Refuse new connections and break every open one."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
+        await self.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

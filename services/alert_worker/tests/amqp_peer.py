@@ -44,6 +44,8 @@ from proton import Condition, Data, Delivery, Described, Message, symbol, timest
 from proton.handlers import MessagingHandler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
+from services.alert_worker.tests.loopback_support import LoopbackServer
+
 logger = logging.getLogger(__name__)
 
 BATCH_FORMAT = 0x80013700
@@ -162,27 +164,17 @@ def reencode_frame(frame: bytes) -> bytes:
     return struct.pack(">I", 4 + len(header) + len(new_body)) + header + new_body
 
 
-class FrameRelay:
+class FrameRelay(LoopbackServer):
     """An asyncio TCP relay: SDK -> peer unchanged, peer -> SDK re-encoded frame by frame."""
 
     def __init__(self, upstream_port: int, port: int) -> None:
+        super().__init__(port)
         self.upstream_port = upstream_port
-        self.port = port
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
         self.connections = 0
         self.websocket_requests: list[dict[str, str]] = []
 
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
-        self._writers.clear()
+        await self.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -288,28 +280,19 @@ async def _read_ws_frame(src: asyncio.StreamReader) -> tuple[int, bytes]:
     return b0 & 0x0F, bytes(byte ^ mask[i % 4] for i, byte in enumerate(data))
 
 
-class HttpProxy:
+class HttpProxy(LoopbackServer):
     """A forward HTTP proxy with Basic authentication (CONNECT and absolute-form requests).
 
     ``requests`` records each request line with its ``Proxy-Authorization`` header.
     """
 
     def __init__(self, username: str, password: str) -> None:
-        self.port = free_port()
+        super().__init__(free_port())
         self.expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
         self.requests: list[tuple[str, str | None]] = []
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for writer in list(self._writers):
-            writer.transport.abort()
+        await self.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)

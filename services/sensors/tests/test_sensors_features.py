@@ -4,7 +4,6 @@ values as librosa's own functions; the tables librosa builds in a child process,
 from __future__ import annotations
 
 import logging
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -195,9 +194,7 @@ def test_power_to_db_and_band_edges_equal_librosas() -> None:
 
 
 # -- the tables: built by librosa in a child, kept, loaded -------------------------------------
-def test_the_tables_are_built_by_librosa_in_a_child_process_and_kept(
-    tmp_path: Path, audio_tables: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_tables_are_built_by_librosa_in_a_child_process_and_kept(tmp_path: Path, audio_tables: Path) -> None:
     import librosa
     import scipy.fft
 
@@ -213,12 +210,9 @@ def test_the_tables_are_built_by_librosa_in_a_child_process_and_kept(
     )
     assert not expected_mel[:, 0].any() and not expected_mel[:, -1].any()  # no weight at 0 Hz nor at Nyquist
 
-    def no_child(*args: object, **kwargs: object) -> None:
-        raise AssertionError("no child process when the tables are kept")
-
-    monkeypatch.setattr(subprocess, "Popen", no_child)
     again = FeatureExtractor(config, tables_dir=tmp_path)
     assert again.wait_ready(timeout=30), again.warm_up_error
+    assert again.source == str(tables_file(config, tmp_path))  # loaded from the kept file, not built again
     signal = _signals(SR)["machine"]
     assert again.extract(signal) == extractor.extract(signal) == FeatureExtractor(config).extract(signal)
 
@@ -247,17 +241,14 @@ def test_an_unwritable_table_folder_still_gives_features(
     assert extractor.extract(tone(1000.0)).spectrum_db[band_of(1000.0, SR)] == pytest.approx(0.0, abs=1.0)
 
 
-async def test_a_failing_table_build_makes_the_audio_tags_bad_with_the_reason(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_failing_table_build_makes_the_audio_tags_bad_with_the_reason(tmp_path: Path) -> None:
     from plantmon_sensors.catalog import SENSOR_BY_ID
     from plantmon_sensors.devices import adapt
     from plantmon_sensors.drivers import SensorError, WarmingUpError
     from plantmon_sensors.simulator import Simulation
 
     # The system's interpreter has neither librosa nor plantmon: the child fails as a broken install would.
-    monkeypatch.setattr(sys, "executable", str(Path(sys.base_prefix) / "bin" / "python3"))
-    extractor = FeatureExtractor(tables_dir=tmp_path)
+    extractor = FeatureExtractor(tables_dir=tmp_path, python=str(Path(sys.base_prefix) / "bin" / "python3"))
     device = adapt(SENSOR_BY_ID["audio"], Simulation(0).audio("audio"), extractor=extractor)
     with pytest.raises(WarmingUpError):
         await device.read()
@@ -269,7 +260,7 @@ async def test_a_failing_table_build_makes_the_audio_tags_bad_with_the_reason(
     assert not isinstance(raised.value, WarmingUpError)  # bad, not "warming up"
 
     # The cause goes away (the interpreter fixed): a later read, once the backoff has passed, recovers.
-    monkeypatch.undo()
+    extractor.python = sys.executable
     extractor._retry_at = time.monotonic()  # the backoff (RETRY_MIN_S) has passed
     with pytest.raises(SensorError):
         await device.read()  # still bad; this read starts the retry

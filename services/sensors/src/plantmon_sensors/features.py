@@ -308,7 +308,7 @@ class FeatureExtractor:
 
     ``tables_dir`` keeps the tables between starts (the service: inside numba's cache folder);
     without one they are built in a temporary folder at every warm-up. ``numba_cache_dir`` is
-    handed to the child that builds them.
+    handed to the child that builds them; ``python`` is the child's interpreter (default: this one).
     """
 
     BUILD_TIMEOUT_S = 900.0  # generous: importing librosa on a busy Pi
@@ -320,8 +320,10 @@ class FeatureExtractor:
         config: FeatureConfig | None = None,
         tables_dir: Path | None = None,
         numba_cache_dir: Path | None = None,
+        python: str | None = None,
     ) -> None:
         self.config = config or FeatureConfig()
+        self.python = python or sys.executable
         self.tables_dir = tables_dir
         self.numba_cache_dir = numba_cache_dir
         self.warm_up_error: str | None = None
@@ -401,7 +403,7 @@ class FeatureExtractor:
     def _build(self, path: Path) -> Tables:
         """Run :mod:`plantmon_sensors.librosa_tables` in a child process to write ``path``; load it."""
         args = _table_args(self.config)
-        command = [sys.executable, "-m", "plantmon_sensors.librosa_tables", "--out", str(path)]
+        command = [self.python, "-m", "plantmon_sensors.librosa_tables", "--out", str(path)]
         command += [f"--{name.replace('_', '-')}={value}" for name, value in args.items()]
         env = dict(os.environ)
         cache = self.numba_cache_dir

@@ -154,10 +154,32 @@ def test_writer_registers_tags_and_appends_samples_but_cannot_touch_alerts(migra
             "VALUES ('r', 'Plant/X/Y', 1, 'active', 'm', now())",
             "DELETE FROM samples",
             "DROP TABLE samples",
+            # Without a foreign key on samples (0011), a stored row keeps its tag because the
+            # writer can neither delete a tag nor change its id or path.
+            "DELETE FROM tags",
+            "UPDATE tags SET id = DEFAULT",
+            "UPDATE tags SET path = 'Plant/Temperature/Other'",
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 conn.execute(statement)
             conn.rollback()
+        conn.execute("UPDATE tags SET unit = 'K', description = 'upper', last_seen = now() WHERE id = %s", (tag_id,))
+
+
+def test_samples_have_no_foreign_key_but_the_primary_key_and_time_index(migrated_db: dict[str, str]) -> None:
+    """0011: the per-row foreign-key check is gone; the key that makes replays idempotent stays."""
+    with psycopg.connect(superuser(migrated_db)) as conn:
+        constraints = dict(
+            conn.execute(
+                "SELECT contype, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'samples'::regclass"
+            )
+        )
+        assert constraints == {
+            "p": 'PRIMARY KEY (tag_id, "time")',
+            "c": "CHECK (((status >= 0) AND (status <= '4294967295'::bigint)))",
+        }
+        indexes = {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'samples'")}
+        assert indexes == {"samples_pkey", "samples_time"}
 
 
 def test_alerts_role_manages_alerts_and_reads_data_only(migrated_db: dict[str, str]) -> None:

@@ -83,6 +83,23 @@ def test_every_timescale_migration_applies_once_and_builds_the_hypertable(wasm_t
         assert "FROM samples_5s" in str(sources["samples_1m"]) and "FROM samples_1m" in str(sources["samples_1h"])
         roles = {str(r[0]) for r in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'plantmon%'")}
         assert roles == set(ROLES)
+        # 0011: no foreign key on the hypertable, nor on a chunk created before or after it.
+        load_series(conn, 60)
+        assert samples_foreign_keys(conn) == (1, [])
+
+
+def samples_foreign_keys(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[int, list[str]]:
+    """The chunks of ``samples`` and the relations among them and the hypertable with a foreign key."""
+    (chunks,) = conn.execute(
+        "SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_name = 'samples'"
+    ).fetchone()  # type: ignore[misc]
+    foreign = conn.execute(
+        "SELECT conrelid::regclass::text FROM pg_constraint WHERE contype = 'f' AND conrelid IN "
+        "(SELECT format('%I.%I', chunk_schema, chunk_name)::regclass "
+        " FROM timescaledb_information.chunks WHERE hypertable_name = 'samples' "
+        " UNION SELECT 'samples'::regclass)"
+    ).fetchall()
+    return int(chunks), [str(r[0]) for r in foreign]  # type: ignore[call-overload]
 
 
 def jobs(conn: psycopg.Connection[tuple[object, ...]]) -> dict[tuple[str, str], dict[str, object]]:
@@ -208,9 +225,12 @@ def test_upgrade_from_an_earlier_schema_keeps_the_data(wasm_timescale: WasmTimes
     with wasm_timescale.connect() as conn:
         load_series(conn, 600)
         before = conn.execute("SELECT tag_id, time, value, status FROM samples ORDER BY 1, 2").fetchall()
+        chunks, foreign = samples_foreign_keys(conn)
+        assert sorted(foreign)[-1] == "samples" and len(foreign) == chunks + 1  # the key before 0011 (chunks from 0007)
     assert migrate_wasm(wasm_timescale) == names[names.index(target) + 1 :]
     with wasm_timescale.connect() as conn:
         assert conn.execute("SELECT tag_id, time, value, status FROM samples ORDER BY 1, 2").fetchall() == before
+        assert samples_foreign_keys(conn)[1] == []  # 0011 dropped it on the hypertable and its chunks
         refresh_all(conn)
         check_rollup(
             conn.execute(sql.SQL(ROLLUP_QUERY).format(table=sql.Identifier("samples_1m")), ("upper",)).fetchall(),

@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import uvicorn
@@ -16,9 +15,12 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, make_asgi_app
 
-logger = logging.getLogger(__name__)
+from plantmon_common.health_http import HealthCheck
+from plantmon_common.lifecycle import run_service, wait_or_stop
 
-HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
+__all__ = ["EmbeddedServer", "HealthCheck", "health_app", "run_service", "serve_http", "wait_or_stop"]
+
+logger = logging.getLogger(__name__)
 
 
 def health_app(title: str, registry: CollectorRegistry, health: HealthCheck) -> FastAPI:
@@ -68,25 +70,3 @@ async def serve_http(app: Any, host: str, port: int) -> AsyncIterator[EmbeddedSe
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-def run_service(main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run ``main(stop)`` until it returns; SIGTERM and SIGINT set ``stop`` (graceful stop)."""
-
-    async def runner() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await main(stop)
-
-    asyncio.run(runner())
-
-
-async def wait_or_stop(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep ``seconds`` unless ``stop`` is set first; return True when it is set."""
-    try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        return False
-    return True

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from plantmon_common.lifecycle import run_service
 from plantmon_common.logging import setup_logging
-from plantmon_common.service import run_service
 from plantmon_common.settings import PlaceholderSecretError, require_secret
 from pydantic import ValidationError
 

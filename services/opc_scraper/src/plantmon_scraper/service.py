@@ -17,9 +17,9 @@ import time
 from types import TracebackType
 from typing import Any
 
+from plantmon_common.health_http import HealthServer, serve_health
 from plantmon_common.metrics import new_registry
 from plantmon_common.opcua import PlantSubscriber
-from plantmon_common.service import EmbeddedServer, health_app, serve_http
 from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool
 
@@ -61,8 +61,8 @@ class Scraper:
         )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._http: contextlib.AbstractAsyncContextManager[EmbeddedServer] | None = None
-        self._server: EmbeddedServer | None = None
+        self._http: contextlib.AbstractAsyncContextManager[HealthServer] | None = None
+        self._server: HealthServer | None = None
         self._was_connected = False
         self._lost_at: float | None = None
 
@@ -110,9 +110,7 @@ class Scraper:
         await asyncio.to_thread(self.store.open_spool)
         await self.pool.open(wait=False)
         try:
-            self._http = serve_http(
-                health_app("plantmon scraper", self.registry, self.health), s.http_host, s.http_port
-            )
+            self._http = serve_health("plantmon scraper", self.registry, self.health, s.http_host, s.http_port)
             self._server = await self._http.__aenter__()
         except BaseException:
             await self.pool.close()

@@ -6,8 +6,8 @@ import asyncio
 import logging
 import sys
 
+from plantmon_common.lifecycle import run_service
 from plantmon_common.logging import setup_logging
-from plantmon_common.service import run_service
 from pydantic import ValidationError
 
 from plantmon_opc_server.server import run

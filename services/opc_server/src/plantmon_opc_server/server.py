@@ -18,9 +18,9 @@ from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.server.user_managers import UserManager
 from cryptography import x509
+from plantmon_common.health_http import serve_health
 from plantmon_common.metrics import new_registry
 from plantmon_common.opcua import ensure_certificate
-from plantmon_common.service import health_app, serve_http
 from plantmon_common.tags import TagMeta
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
@@ -449,9 +449,10 @@ async def running_server(
     await plant.start()
     poll_task = asyncio.create_task(plant.poll_forever(stop), name="poll")
     lag_task = asyncio.create_task(plant.watch_loop_lag(stop), name="loop-lag")
-    app = health_app("plantmon OPC UA server", plant.registry, plant.health_report)
     try:
-        async with serve_http(app, settings.http_host, settings.http_port) as http:
+        async with serve_health(
+            "plantmon OPC UA server", plant.registry, plant.health_report, settings.http_host, settings.http_port
+        ) as http:
             plant.http_port = http.port  # type: ignore[attr-defined]
             yield plant
     finally:

@@ -1,0 +1,176 @@
+"""``/health`` and ``/metrics`` on asyncio's own streams, for services that serve nothing else.
+
+The OPC UA server and the scraper need two read-only routes, not a web framework: FastAPI,
+Starlette and uvicorn cost about 11 MiB of RSS per process to import, a tenth of the scraper's
+budget. This server speaks the HTTP/1.1 subset those two routes need and answers everything
+else with a clear status: ``GET``/``HEAD`` only (405 with ``Allow`` otherwise), 404 for other
+paths, 400 for a malformed request line or header, 431 for headers over 16 KiB, 408 when the
+request does not arrive within 10 s. Every response closes its connection (Prometheus and the
+compose health checks open one per scrape). ``/metrics`` honours the scraper's ``Accept``
+header (Prometheus text or OpenMetrics) and ``Accept-Encoding: gzip`` like prometheus-client's
+own exposition; ``/health`` is JSON, 200 when healthy and 503 otherwise, like
+:func:`plantmon_common.service.health_app`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from http import HTTPStatus
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+logger = logging.getLogger(__name__)
+
+HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
+"""``() -> (healthy, details)``: the details are the JSON body of ``/health``."""
+
+MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADERS = 100
+REQUEST_TIMEOUT_S = 10.0
+
+
+class BadRequest(Exception):
+    """A request this server refuses, with the status and the reason sent back."""
+
+    def __init__(self, status: HTTPStatus, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class HealthServer:
+    """The listening server; :attr:`port` is the bound port (useful with port 0)."""
+
+    def __init__(
+        self, title: str, registry: CollectorRegistry, health: HealthCheck, request_timeout_s: float = REQUEST_TIMEOUT_S
+    ) -> None:
+        self.title = title
+        self.request_timeout_s = request_timeout_s
+        self.registry = registry
+        self.health = health
+        self.server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        if self.server is None or not self.server.sockets:
+            raise RuntimeError("server is not listening")
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One request, one response, then the connection is closed."""
+        head_only = False
+        try:
+            try:
+                method, path, headers = await asyncio.wait_for(read_request(reader), self.request_timeout_s)
+                head_only = method == "HEAD"
+                status, content_type, body, extra = self.respond(method, path, headers)
+            except TimeoutError:
+                status, content_type, body, extra = error(HTTPStatus.REQUEST_TIMEOUT, "request not received in time")
+            except BadRequest as exc:
+                status, content_type, body, extra = error(exc.status, exc.reason)
+            except Exception:
+                logger.exception("health/metrics request failed")
+                status, content_type, body, extra = error(HTTPStatus.INTERNAL_SERVER_ERROR, "internal error")
+            lines = [
+                f"HTTP/1.1 {status.value} {status.phrase}",
+                f"Content-Type: {content_type}",
+                f"Content-Length: {len(body)}",
+                "Connection: close",
+                *(f"{name}: {value}" for name, value in extra.items()),
+            ]
+            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            if not head_only:
+                writer.write(body)
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass  # the client went away; nothing to answer
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    def respond(self, method: str, path: str, headers: dict[str, str]) -> tuple[HTTPStatus, str, bytes, dict[str, str]]:
+        route = path.split("?", 1)[0]
+        if route not in ("/health", "/metrics", "/metrics/"):
+            return error(HTTPStatus.NOT_FOUND, f"no route {route!r}; this service serves /health and /metrics")
+        if method not in ("GET", "HEAD"):
+            status, content_type, body, extra = error(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} is not allowed")
+            return status, content_type, body, {**extra, "Allow": "GET, HEAD"}
+        if route == "/health":
+            ok, details = self.health()
+            body = json.dumps({"status": "ok" if ok else "degraded", **details}, default=str).encode()
+            return (HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE), "application/json", body, {}
+        encoder, content_type = choose_encoder(headers.get("accept", ""))
+        body = encoder(self.registry)
+        if "gzip" in headers.get("accept-encoding", ""):
+            return HTTPStatus.OK, content_type, gzip.compress(body), {"Content-Encoding": "gzip"}
+        return HTTPStatus.OK, content_type, body, {}
+
+
+def error(status: HTTPStatus, reason: str) -> tuple[HTTPStatus, str, bytes, dict[str, str]]:
+    """A JSON error body: ``{"detail": reason}`` as FastAPI writes it."""
+    return status, "application/json", json.dumps({"detail": reason}).encode(), {}
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str]]:
+    """Method, target and lower-cased headers of one request (its body, if any, is not read)."""
+    total = 0
+    lines: list[bytes] = []
+    while True:
+        try:
+            line = await reader.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "connection closed before the request ended") from exc
+        except asyncio.LimitOverrunError as exc:
+            raise BadRequest(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "header line too long") from exc
+        total += len(line)
+        if total > MAX_HEADER_BYTES or len(lines) > MAX_HEADERS:
+            raise BadRequest(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "request headers too large")
+        line = line.rstrip(b"\r\n")
+        if not line:
+            if lines:
+                break
+            continue  # RFC 9112 2.2: ignore empty lines before the request line
+        lines.append(line)
+    try:
+        request_line = lines[0].decode("ascii")
+        method, target, version = request_line.split(" ")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "malformed request line") from exc
+    if not version.startswith("HTTP/1.") or not target.startswith("/") or not method.isalpha():
+        raise BadRequest(HTTPStatus.BAD_REQUEST, "malformed request line")
+    headers: dict[str, str] = {}
+    for raw in lines[1:]:
+        name, sep, value = raw.decode("latin-1").partition(":")
+        if not sep or not name or name != name.strip():
+            raise BadRequest(HTTPStatus.BAD_REQUEST, "malformed header line")
+        headers[name.lower()] = value.strip()
+    return method, target, headers
+
+
+@contextlib.asynccontextmanager
+async def serve_health(
+    title: str,
+    registry: CollectorRegistry,
+    health: HealthCheck,
+    host: str,
+    port: int,
+    *,
+    request_timeout_s: float = REQUEST_TIMEOUT_S,
+) -> AsyncIterator[HealthServer]:
+    """Serve ``/health`` and ``/metrics`` on ``host:port`` for the duration of the block."""
+    server = HealthServer(title, registry, health, request_timeout_s)
+    server.server = await asyncio.start_server(server.handle, host, port, limit=MAX_HEADER_BYTES)
+    logger.info("HTTP listening", extra={"service": title, "host": host, "port": server.port})
+    try:
+        yield server
+    finally:
+        server.server.close()
+        await server.server.wait_closed()

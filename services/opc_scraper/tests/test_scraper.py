@@ -88,6 +88,12 @@ async def test_scraper_stores_every_notification_once_with_its_status(
         assert await metric(scraper.http_port, "plantmon_scraper_rows_written_total") >= expected
         assert await metric(scraper.http_port, "plantmon_scraper_db_up") == 1
         assert await metric(scraper.http_port, "plantmon_scraper_dropped_total") == 0
+        # Numbers with a status and timestamps, good or bad: every response read by the fast decoder.
+        assert scraper.subscriber.fast_decoded > 0
+        assert scraper.subscriber.asyncua_decoded == 0
+        fast = await metric(scraper.http_port, 'plantmon_scraper_publish_responses_total{decoder="fast"}')
+        assert fast > 0
+        assert await metric(scraper.http_port, 'plantmon_scraper_publish_responses_total{decoder="asyncua"}') == 0
 
     rows = await fetch_rows(reader, base)
     assert len(rows) == expected
@@ -279,3 +285,43 @@ async def test_subscription_parameters_reach_the_server(
             assert item.filter.Trigger == ua.DataChangeTrigger.StatusValueTimestamp
             assert item.filter.DeadbandType == ua.DeadbandType.Absolute
             assert item.filter.DeadbandValue == 0.5
+
+
+def queued_publish_requests(server: PlantServer) -> list[int]:
+    """Publish requests each client connection of ``server`` has waiting at the server."""
+    assert server.server is not None
+    return [len(c.processor._publish_requests) for c in server.server.bserver.clients if c.processor is not None]
+
+
+@pytest.mark.parametrize("in_flight", [3, 1])
+async def test_publish_requests_kept_in_flight_at_the_server(
+    migrated_db: dict[str, str], plant_server: PlantServer, tmp_path: Path, in_flight: int
+) -> None:
+    """Several Publish requests wait at the server (it answers one while the client decodes the
+    last), every value still stored exactly once; with 1 the session is asyncua's stock one."""
+    settings = scraper_settings(plant_server.url, migrated_db, migrated_db["writer_password"], tmp_path / "client")
+    assert settings.opcua.publish_requests == 3  # the scraper's default
+    opcua = settings.opcua.model_copy(update={"publish_requests": in_flight, "publishing_interval_ms": 100.0})
+    settings = settings.model_copy(update={"opcua": opcua})
+    async with Scraper(settings, new_registry("scraper", with_process=False)) as scraper:
+        await wait_for(lambda: healthy(scraper.http_port), what="scraper subscribed")
+        seen: set[int] = set()
+
+        def all_waiting() -> bool:
+            seen.update(queued_publish_requests(plant_server))
+            return in_flight in seen
+
+        await wait_for(all_waiting, what=f"{in_flight} publish requests waiting at the server")
+        base = now_ms()
+        await publish_range(plant_server, 0, 40, base)
+        for _ in range(20):  # a quiet while: keep-alives consume requests, each is replaced
+            seen.update(queued_publish_requests(plant_server))
+            await asyncio.sleep(0.05)
+        assert max(seen) == in_flight
+        writer = role_conninfo(migrated_db, "plantmon_writer", migrated_db["writer_password"])
+
+        async def complete() -> bool:
+            rows = await fetch_rows(writer, base)
+            return values_by_path(rows) == {path: [float(i) for i in range(40)] for path in TAG_PATHS}
+
+        await wait_for(complete, what="every value once")

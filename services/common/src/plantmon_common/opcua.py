@@ -14,19 +14,42 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from asyncua import Client, Node, ua
+from asyncua.common.utils import Buffer
 from asyncua.crypto import security_policies
 from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from asyncua.ua.ua_binary import struct_from_binary
+from asyncua.ua.uaerrors import UaStructParsingError
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from pydantic import BaseModel, Field, SecretStr
 
+from plantmon_common.opcua_fast import decode_publish
+from plantmon_common.sample import Sample
 from plantmon_common.tags import ROOT, TagPathError, validate_path
+
+__all__ = [
+    "BatchSink",
+    "ConnectedHook",
+    "DiscoveredTag",
+    "OpcUaClientSettings",
+    "OpcUaError",
+    "PlantSubscriber",
+    "Sample",
+    "SampleSink",
+    "SecurityMode",
+    "browse_plant",
+    "connect",
+    "datavalue_to_sample",
+    "ensure_certificate",
+    "find_plant",
+    "publish_loop",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -52,24 +75,16 @@ class OpcUaClientSettings(BaseModel):
     sampling_interval_ms: float = Field(default=0.0, ge=0, description="0 = as fast as the server changes")
     queue_size: int = Field(default=100, ge=1, description="Server-side queue per monitored item")
     deadband_abs: float | None = Field(default=None, ge=0, description="Optional absolute deadband")
+    publish_requests: int = Field(
+        default=1,
+        ge=1,
+        le=10,
+        description="Publish requests kept in flight (more than one lets the server send while the client decodes)",
+    )
     reconnect_initial_s: float = Field(default=0.5, gt=0)
     reconnect_max_s: float = Field(default=10.0, gt=0)
     rebrowse_interval_s: float = Field(default=10.0, gt=0, description="How often new tags are looked for")
     watchdog_interval_s: float = Field(default=1.0, gt=0, description="How often the connection is probed")
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    """One notification: the tag's value, OPC UA status code and source timestamp."""
-
-    path: str
-    value: float | None
-    status: int
-    source_time: datetime
-
-    @property
-    def is_good(self) -> bool:
-        return (self.status & 0xC0000000) == 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +215,57 @@ async def browse_plant(client: Client, *, with_metadata: bool = True) -> list[Di
     return found
 
 
+@contextlib.contextmanager
+def _running(coro: Coroutine[Any, Any, None], name: str) -> Iterator[asyncio.Task[None]]:
+    """A task for the duration of the block, cancelled when it is left."""
+    task = asyncio.create_task(coro, name=name)
+    try:
+        yield task
+    finally:
+        task.cancel()
+
+
+async def publish_loop(client: Client, sub: Any) -> None:
+    """Keep one more Publish request of ``sub``'s session in flight, like asyncua's own loop.
+
+    asyncua's client sends the next Publish only after the previous response was decoded and
+    handled, so the server, holding the notifications until a request arrives, and the client
+    take turns. With more requests queued at the server (OPC UA Part 4, 5.13.5: a client sends
+    several to cover its own processing and the network time) the server answers each
+    publishing interval while the client still decodes the previous answer, so responses stay
+    small and notifications wait less. The responses go through the subscription's own
+    callback, and each one's sequence number is acknowledged in this loop's next request.
+    Runs until cancelled (the session's end) or the server has no subscription left.
+    """
+    acks: list[ua.SubscriptionAcknowledgement] = []
+    while True:
+        try:
+            response = await client.uaclient.publish(acks)
+        except ua.uaerrors.BadTimeout:
+            acks = []
+            continue
+        except ua.uaerrors.BadNoSubscription:
+            return
+        except (ua.UaError, ConnectionError, OSError) as exc:
+            # The connection is going; the session's watchdog notices and reconnects.
+            logger.debug("extra publish request failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            acks = []
+            await asyncio.sleep(1.0)
+            continue
+        acks = []
+        result = response.Parameters
+        if not result.SubscriptionId:
+            return
+        if result.SubscriptionId == sub.subscription_id:
+            await sub.publish_callback(result)
+        if result.NotificationMessage.NotificationData:
+            acks.append(
+                ua.SubscriptionAcknowledgement(
+                    SubscriptionId=result.SubscriptionId, SequenceNumber=result.NotificationMessage.SequenceNumber
+                )
+            )
+
+
 SampleSink = Callable[[Sample], None]
 BatchSink = Callable[[list[Sample]], None]
 ConnectedHook = Callable[[Client, Sequence[DiscoveredTag]], Awaitable[None]]
@@ -274,6 +340,8 @@ class PlantSubscriber:
         self.subscribed: set[str] = set()
         self.reconnects = 0
         self.last_error: str | None = None
+        self.fast_decoded = 0  # publish responses read by the fast decoder
+        self.asyncua_decoded = 0  # and those it left to asyncua
 
     def _set_state(self, connected: bool) -> None:
         self.connected = connected
@@ -332,35 +400,90 @@ class PlantSubscriber:
                 # asyncua 2.x turns each MonitoredItemNotification into an event and an asyncio task;
                 # its publish callback asks this method for the events of a DataChangeNotification.
                 sub._explode_datachange = handler.datachange_batch
-            self.subscribed = set()
-            await self._subscribe(sub, handler, tags)
-            self._set_state(True)
-            if self.on_subscribed:
-                await self.on_subscribed(client, tags)
-            if self.last_error is not None:
-                logger.info("OPC UA connection recovered", extra={"url": s.url, "tags": len(tags)})
-            else:
-                logger.info("OPC UA connected and subscribed", extra={"url": s.url, "tags": len(tags)})
-            self.last_error = None
-            next_browse = time.monotonic() + s.rebrowse_interval_s
-            while not stop.is_set() and not lost.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=s.watchdog_interval_s)
-                if stop.is_set() or lost.is_set():
-                    break
-                # A dead-but-open connection shows up here as a timeout.
-                await asyncio.wait_for(client.nodes.server_state.read_value(), timeout=s.timeout_s)
-                if time.monotonic() >= next_browse:
-                    next_browse = time.monotonic() + s.rebrowse_interval_s
-                    current = await browse_plant(client)
-                    new = [t for t in current if t.path not in self.subscribed]
-                    if new:
-                        logger.info("new tags found", extra={"tags": [t.path for t in new]})
-                        if self.on_tags_added:
-                            await self.on_tags_added(client, new)
-                        await self._subscribe(sub, handler, new)
-            if lost.is_set() and not stop.is_set():
-                raise ConnectionError("connection to the OPC UA server lost")
+                self._decode_fast(client, sub, handler, self.batch_sink)
+            with contextlib.ExitStack() as publishers:
+                for number in range(2, s.publish_requests + 1):
+                    publishers.enter_context(_running(publish_loop(client, sub), f"opcua-publish-{number}"))
+                await self._subscribed_session(stop, client, sub, handler, tags, lost)
+
+    def _decode_fast(self, client: Client, sub: Any, handler: _Handler, batch_sink: BatchSink) -> None:
+        """Every Publish of this session (asyncua's loop and :func:`publish_loop`) decoded by
+        :func:`~plantmon_common.opcua_fast.decode_publish`, asyncua's decoder for anything else.
+
+        Installed on the session object, so the stock publish loop, its acknowledgements and the
+        subscription callback are unchanged: numeric data changes go to ``batch_sink`` here,
+        and the loop gets a response with the same subscription, sequence number and (empty)
+        notification data to acknowledge.
+        """
+        session = client.uaclient.session
+        paths = handler.paths
+
+        async def publish(acks: list[ua.SubscriptionAcknowledgement]) -> ua.PublishResponse:
+            request = ua.PublishRequest()
+            request.Parameters.SubscriptionAcknowledgements = acks if acks else []
+            data = await session._send_request(request, timeout=0)
+            raw = bytes(data)
+            decoded = decode_publish(raw, paths)
+            if decoded is None:
+                self.asyncua_decoded += 1
+                try:
+                    return struct_from_binary(ua.PublishResponse, Buffer(raw))
+                except Exception as exc:
+                    logger.exception("cannot decode a publish response")
+                    raise UaStructParsingError from exc
+            self.fast_decoded += 1
+            subscription_id, sequence_number, has_data, samples = decoded
+            if samples and subscription_id == sub.subscription_id:
+                batch_sink(samples)
+            response = ua.PublishResponse()
+            response.Parameters.SubscriptionId = subscription_id
+            response.Parameters.NotificationMessage.SequenceNumber = sequence_number
+            if has_data:
+                response.Parameters.NotificationMessage.NotificationData = [ua.DataChangeNotification()]
+            return response
+
+        session.publish = publish
+
+    async def _subscribed_session(
+        self,
+        stop: asyncio.Event,
+        client: Client,
+        sub: Any,
+        handler: _Handler,
+        tags: list[DiscoveredTag],
+        lost: asyncio.Event,
+    ) -> None:
+        """Subscribe ``tags``, then watch the connection and look for new tags until stop or loss."""
+        s = self.settings
+        self.subscribed = set()
+        await self._subscribe(sub, handler, tags)
+        self._set_state(True)
+        if self.on_subscribed:
+            await self.on_subscribed(client, tags)
+        if self.last_error is not None:
+            logger.info("OPC UA connection recovered", extra={"url": s.url, "tags": len(tags)})
+        else:
+            logger.info("OPC UA connected and subscribed", extra={"url": s.url, "tags": len(tags)})
+        self.last_error = None
+        next_browse = time.monotonic() + s.rebrowse_interval_s
+        while not stop.is_set() and not lost.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=s.watchdog_interval_s)
+            if stop.is_set() or lost.is_set():
+                break
+            # A dead-but-open connection shows up here as a timeout.
+            await asyncio.wait_for(client.nodes.server_state.read_value(), timeout=s.timeout_s)
+            if time.monotonic() >= next_browse:
+                next_browse = time.monotonic() + s.rebrowse_interval_s
+                current = await browse_plant(client)
+                new = [t for t in current if t.path not in self.subscribed]
+                if new:
+                    logger.info("new tags found", extra={"tags": [t.path for t in new]})
+                    if self.on_tags_added:
+                        await self.on_tags_added(client, new)
+                    await self._subscribe(sub, handler, new)
+        if lost.is_set() and not stop.is_set():
+            raise ConnectionError("connection to the OPC UA server lost")
 
     async def _subscribe(self, sub: Any, handler: _Handler, tags: Sequence[DiscoveredTag]) -> None:
         s = self.settings

@@ -23,7 +23,7 @@ from plantmon_common.opcua import PlantSubscriber
 from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool
 
-from plantmon_scraper.metrics import ScraperMetrics
+from plantmon_scraper.metrics import PublishDecoding, ScraperMetrics
 from plantmon_scraper.settings import ScraperSettings
 from plantmon_scraper.store import SampleStore, prepare_connection
 
@@ -59,6 +59,7 @@ class Scraper:
             on_subscribed=self.store.on_subscribed,
             batch_sink=self.store.put_many,
         )
+        self.registry.register(PublishDecoding(lambda: (self.subscriber.fast_decoded, self.subscriber.asyncua_decoded)))
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._http: contextlib.AbstractAsyncContextManager[HealthServer] | None = None

@@ -15,6 +15,12 @@ class ScraperOpcUaSettings(OpcUaClientSettings):
 
     application_uri: str = Field(default="urn:plantmon:scraper", description="ApplicationUri of this client")
     cert_dir: Path = Field(default=Path("certs/scraper"), description="Where this client's certificate lives")
+    publish_requests: int = Field(
+        default=3,
+        ge=1,
+        le=10,
+        description="Publish requests kept in flight (more than one lets the server send while the client decodes)",
+    )
 
 
 class ScraperSettings(ServiceSettings):

@@ -111,6 +111,17 @@ async def test_bad_requests_get_a_status_and_a_reason() -> None:
         assert b"plantmon_testsvc_things_total" in gzip.decompress(body)
 
 
+async def test_an_error_answer_survives_an_unread_request_body() -> None:
+    """A POST with a large body gets its 405, not a connection reset (the server lingers)."""
+    async with serve_health("test", make_registry(), lambda: (True, {}), "127.0.0.1", 0) as server:
+        body = b"x" * (4 * 1024 * 1024)
+        request = b"POST /metrics HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        for _ in range(3):
+            status, _, answer = await raw(server.port, request)
+            assert status == 405
+            assert json.loads(answer)["detail"] == "POST is not allowed"
+
+
 async def test_a_request_that_never_ends_gets_408() -> None:
     async with serve_health(
         "test", make_registry(), lambda: (True, {}), "127.0.0.1", 0, request_timeout_s=0.5

@@ -142,6 +142,9 @@ async def test_scraper_resubscribes_after_opc_server_restart(
             # The outage of the server itself is a recorded gap.
             assert await metric(scraper.http_port, "plantmon_scraper_opcua_gaps_total") >= 1
             assert await metric(scraper.http_port, "plantmon_scraper_opcua_gap_seconds_total") > 0
+            # The old session's extra publish loops ended with it: only the new session's run.
+            publishers = [t for t in asyncio.all_tasks() if t.get_name().startswith("opcua-publish-")]
+            assert len(publishers) == settings.opcua.publish_requests - 1
         finally:
             await restarted.stop()
 
@@ -325,3 +328,7 @@ async def test_publish_requests_kept_in_flight_at_the_server(
             return values_by_path(rows) == {path: [float(i) for i in range(40)] for path in TAG_PATHS}
 
         await wait_for(complete, what="every value once")
+        # Delivered once each: nothing reached the writer twice (the key would hide it in the rows).
+        assert await metric(scraper.http_port, "plantmon_scraper_duplicates_total") == 0
+        received = await metric(scraper.http_port, "plantmon_scraper_notifications_total")
+        assert received == 40 * len(TAG_PATHS) + len(TAG_PATHS)  # and each tag's initial value

@@ -5,8 +5,10 @@ Starlette and uvicorn cost about 11 MiB of RSS per process to import, a tenth of
 budget. This server speaks the HTTP/1.1 subset those two routes need and answers everything
 else with a clear status: ``GET``/``HEAD`` only (405 with ``Allow`` otherwise), 404 for other
 paths, 400 for a malformed request line or header, 431 for headers over 16 KiB, 408 when the
-request does not arrive within 10 s. Every response closes its connection (Prometheus and the
-compose health checks open one per scrape). ``/metrics`` honours the scraper's ``Accept``
+request does not arrive within 10 s (nor is an answer left unread for longer). Every response
+closes its connection (Prometheus and the compose health checks open one per scrape); after an
+error the server waits up to 2 s for the client to close first, so an unread request body does
+not turn the answer into a connection reset. ``/metrics`` honours the scraper's ``Accept``
 header (Prometheus text or OpenMetrics) and ``Accept-Encoding: gzip`` like prometheus-client's
 own exposition; ``/health`` is JSON, 200 when healthy and 503 otherwise, like
 :func:`plantmon_common.service.health_app`.
@@ -34,6 +36,7 @@ HealthCheck = Callable[[], tuple[bool, dict[str, Any]]]
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADERS = 100
 REQUEST_TIMEOUT_S = 10.0
+LINGER_S = 2.0
 
 
 class BadRequest(Exception):
@@ -88,13 +91,23 @@ class HealthServer:
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
             if not head_only:
                 writer.write(body)
-            await writer.drain()
+            # A client that never reads its answer is not waited for longer than for its request.
+            await asyncio.wait_for(writer.drain(), self.request_timeout_s)
+            if status.value >= 400 and writer.can_write_eof():
+                # Lingering close: the request may have bytes we did not read (a body, the rest of
+                # an oversized header); closing at once could reset the connection before the
+                # client has read the error. Say we are done and let it close first.
+                writer.write_eof()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(drain_input(reader), LINGER_S)
+        except TimeoutError:
+            writer.transport.abort()
         except (ConnectionError, OSError):
             pass  # the client went away; nothing to answer
         finally:
             writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
+            with contextlib.suppress(ConnectionError, OSError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), LINGER_S)
 
     def respond(self, method: str, path: str, headers: dict[str, str]) -> tuple[HTTPStatus, str, bytes, dict[str, str]]:
         route = path.split("?", 1)[0]
@@ -112,6 +125,12 @@ class HealthServer:
         if "gzip" in headers.get("accept-encoding", ""):
             return HTTPStatus.OK, content_type, gzip.compress(body), {"Content-Encoding": "gzip"}
         return HTTPStatus.OK, content_type, body, {}
+
+
+async def drain_input(reader: asyncio.StreamReader) -> None:
+    """Read and discard until the client closes (bounded by the caller's timeout)."""
+    while await reader.read(65536):
+        pass
 
 
 def error(status: HTTPStatus, reason: str) -> tuple[HTTPStatus, str, bytes, dict[str, str]]:

@@ -217,8 +217,19 @@ async def browse_plant(client: Client, *, with_metadata: bool = True) -> list[Di
 
 @contextlib.contextmanager
 def _running(coro: Coroutine[Any, Any, None], name: str) -> Iterator[asyncio.Task[None]]:
-    """A task for the duration of the block, cancelled when it is left."""
+    """A task for the duration of the block, cancelled when it is left; an end other than the
+    cancellation is logged (the block goes on without it)."""
     task = asyncio.create_task(coro, name=name)
+
+    def ended(done: asyncio.Task[None]) -> None:
+        if done.cancelled():
+            return
+        if (exc := done.exception()) is not None:
+            logger.error("background task failed", extra={"task": name}, exc_info=exc)
+        else:
+            logger.info("background task ended", extra={"task": name})
+
+    task.add_done_callback(ended)
     try:
         yield task
     finally:
@@ -235,7 +246,9 @@ async def publish_loop(client: Client, sub: Any) -> None:
     publishing interval while the client still decodes the previous answer, so responses stay
     small and notifications wait less. The responses go through the subscription's own
     callback, and each one's sequence number is acknowledged in this loop's next request.
-    Runs until cancelled (the session's end) or the server has no subscription left.
+    Runs until cancelled (the session's end) or the server has no subscription left; like
+    asyncua's loop, any other failure is logged and retried, and a response is acknowledged even
+    when handling it failed.
     """
     acks: list[ua.SubscriptionAcknowledgement] = []
     while True:
@@ -245,10 +258,16 @@ async def publish_loop(client: Client, sub: Any) -> None:
             acks = []
             continue
         except ua.uaerrors.BadNoSubscription:
+            logger.info("the server has no subscription for this session; extra publish requests stop")
             return
         except (ua.UaError, ConnectionError, OSError) as exc:
             # The connection is going; the session's watchdog notices and reconnects.
             logger.debug("extra publish request failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+            acks = []
+            await asyncio.sleep(1.0)
+            continue
+        except Exception:
+            logger.exception("extra publish request failed; retrying in 1 s")
             acks = []
             await asyncio.sleep(1.0)
             continue
@@ -257,7 +276,10 @@ async def publish_loop(client: Client, sub: Any) -> None:
         if not result.SubscriptionId:
             return
         if result.SubscriptionId == sub.subscription_id:
-            await sub.publish_callback(result)
+            try:
+                await sub.publish_callback(result)
+            except Exception:
+                logger.exception("handling a publish response failed")
         if result.NotificationMessage.NotificationData:
             acks.append(
                 ua.SubscriptionAcknowledgement(

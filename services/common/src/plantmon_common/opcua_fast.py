@@ -103,9 +103,13 @@ def _decode(raw: bytes, paths: dict[int, str]) -> tuple[int, int, bool, list[Sam
     pos += 8
     subscription_id = _U32(raw, pos)[0]
     available = _I32(raw, pos + 4)[0]
+    if available < -1:
+        raise Unsupported("array length")  # -1 is a null array; below that asyncua fails too
     pos += 8 + 4 * max(available, 0) + 1  # the sequence numbers, MoreNotifications
     sequence_number = _U32(raw, pos)[0]
     count = _I32(raw, pos + 12)[0]
+    if count < -1:
+        raise Unsupported("array length")
     pos += 16
     samples: list[Sample] = []
     append = samples.append
@@ -122,6 +126,8 @@ def _decode(raw: bytes, paths: dict[int, str]) -> tuple[int, int, bool, list[Sam
             raise Unsupported("notification other than a data change")
         end = pos + 5 + _I32(raw, pos + 1)[0]
         items = _I32(raw, pos + 5)[0]
+        if items < -1:
+            raise Unsupported("array length")
         pos += 9
         for _ in range(max(items, 0)):
             if raw[pos + 4 : pos + 6] == double_prefix:
@@ -178,6 +184,8 @@ def _decode(raw: bytes, paths: dict[int, str]) -> tuple[int, int, bool, list[Sam
         if pos != end:
             raise Unsupported("notification length")
     results = _I32(raw, pos)[0]
+    if results < -1:
+        raise Unsupported("array length")
     pos += 4 + 4 * max(results, 0)
     if _I32(raw, pos)[0] > 0:
         raise Unsupported("diagnostic infos")

@@ -17,6 +17,7 @@ import httpx
 import psycopg
 import pytest
 from plantmon_dev.nginx import default_template
+from plantmon_dev.procs import wait_until
 from plantmon_dev.stack import REPO_ROOT, Ports, Stack
 
 pytestmark = pytest.mark.e2e
@@ -145,11 +146,14 @@ def test_whole_stack_memory_is_measured_and_under_1_gb(stack: Stack) -> None:
     assert stack.prometheus is not None
     for job in ("sensors", "opc_server", "opc_scraper", "alert_worker"):
         stack.prometheus.wait_until_up(job, timeout=60)
-    deadline = time.monotonic() + 600  # a cold cache: a child builds the audio tables first
     with httpx.Client(base_url=f"http://127.0.0.1:{stack.ports.sensors}", timeout=5) as client:
-        while client.get("/api/v1/readings/Plant/Audio/Level").json()["quality"] != "good":
-            assert time.monotonic() < deadline, "audio features never ready"
-            time.sleep(0.5)
+        # A cold cache: a child builds the audio tables first.
+        wait_until(
+            lambda: client.get("/api/v1/readings/Plant/Audio/Level").json()["quality"] == "good",
+            600,
+            "audio features never ready",
+            interval=0.5,
+        )
     parts = {part.name: part for part in stack.measure_memory()}
     expected = {"postgresql", "nginx", "prometheus", "sensors", "opc_server", "opc_scraper", "alert_worker"}
     assert expected <= set(parts), f"not measured: {expected - set(parts)}"

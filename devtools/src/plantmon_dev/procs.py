@@ -1,4 +1,4 @@
-"""Small process helpers: free ports, waiting for a port, stopping a process group cleanly."""
+"""Small process helpers: free ports, bounded waits, stopping a process group cleanly."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -16,6 +17,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> None:
+    """Call ``condition`` until it returns something truthy; ``TimeoutError`` naming ``what`` after
+    ``timeout`` seconds. Exceptions of ``condition`` (a failed check) propagate at once."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} (not within {timeout} s)")
+        time.sleep(interval)
 
 
 def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:

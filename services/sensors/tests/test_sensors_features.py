@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from plantmon_dev.procs import wait_until
 from plantmon_sensors.catalog import N_BANDS, N_MFCC
 from plantmon_sensors.features import (
     FeatureConfig,
@@ -272,10 +273,7 @@ async def test_a_failing_table_build_makes_the_audio_tags_bad_with_the_reason(tm
 def test_closing_stops_a_table_build_still_running(tmp_path: Path) -> None:
     extractor = FeatureExtractor(tables_dir=tmp_path)
     extractor.start_warm_up()
-    deadline = time.monotonic() + 30
-    while extractor._child is None:
-        assert time.monotonic() < deadline, "no child started"
-        time.sleep(0.005)
+    wait_until(lambda: extractor._child is not None, 30, "no child started", interval=0.005)
     child = extractor._child
     extractor.close()
     assert not extractor.wait_ready(timeout=30)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import socket
+import subprocess
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import httpx
 import numpy as np
 import pytest
 from plantmon_common.tags import Quality, TagReading
+from plantmon_dev.procs import wait_until
 from plantmon_sensors.catalog import SENSOR_BY_ID, SENSORS, SensorKind
 from plantmon_sensors.devices import DeviceSet, adapt
 from plantmon_sensors.domain import SnapshotStore, good_readings, utc_now
@@ -155,20 +157,32 @@ def test_console_script_serves_and_stops_on_sigterm(tmp_path: Any) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORS_")}
     env.update({"SENSORS_HTTP_HOST": "127.0.0.1", "SENSORS_HTTP_PORT": str(port), "SENSORS_LOG_FORMAT": "json"})
     with service_process([sys.executable, "-m", "plantmon_sensors"], env, tmp_path / "sensors.log") as proc:
-        deadline = time.monotonic() + 20
-        while True:
+
+        def up() -> bool:
             assert proc.poll() is None, (tmp_path / "sensors.log").read_text()
             try:
-                response = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
-                if response.status_code == 200:
-                    break
+                return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
             except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "service did not come up"
-            time.sleep(0.1)
+                return False
+
+        wait_until(up, 20, "service did not come up")
         assert httpx.get(f"http://127.0.0.1:{port}/rpm").json()["quality"] == "good"
     output = (tmp_path / "sensors.log").read_text()
     assert '"message": "sampling stopped"' in output
+
+
+def _audio_good(proc: subprocess.Popen[bytes], port: int, log_path: Path, seen: set[tuple[str, str | None]]) -> bool:
+    """The service's audio level is good; meanwhile only "warming up" (collected in ``seen``)."""
+    assert proc.poll() is None, log_path.read_text()
+    try:
+        level = httpx.get(f"http://127.0.0.1:{port}/api/v1/readings/Plant/Audio/Level", timeout=2).json()
+    except httpx.TransportError:
+        return False
+    if level["quality"] == "good":
+        return True
+    seen.add((level["quality"], level["reason"]))
+    assert level["quality"] == "uncertain" and level["reason"].startswith("warming up"), level
+    return False
 
 
 def _mapped_libraries(pid: int) -> set[str]:
@@ -202,21 +216,11 @@ def test_the_service_never_loads_numba_and_keeps_the_tables_librosa_built(tmp_pa
     for run in ("first", "second"):
         log_path = tmp_path / f"{run}.log"
         with service_process([sys.executable, "-m", "plantmon_sensors"], env, log_path) as proc:
-            deadline = time.monotonic() + 600  # generous: the child loads librosa on a shared 2-core machine
             seen: set[tuple[str, str | None]] = set()
-            while True:
-                assert proc.poll() is None, log_path.read_text()
-                assert time.monotonic() < deadline, f"audio never good: {seen}"
-                try:
-                    level = httpx.get(f"http://127.0.0.1:{port}/api/v1/readings/Plant/Audio/Level", timeout=2).json()
-                except httpx.TransportError:
-                    time.sleep(0.1)
-                    continue
-                if level["quality"] == "good":
-                    break
-                seen.add((level["quality"], level["reason"]))
-                assert level["quality"] == "uncertain" and level["reason"].startswith("warming up"), level
-                time.sleep(0.1)
+            try:  # generous: the child loads librosa on a shared 2-core machine
+                wait_until(functools.partial(_audio_good, proc, port, log_path, seen), 600, "audio never good")
+            except TimeoutError as exc:
+                raise AssertionError(f"audio never good: {seen}") from exc
             libraries = _mapped_libraries(proc.pid)
             assert not [lib for lib in libraries if "numba" in lib or "llvmlite" in lib], libraries
             assert _children(proc.pid) == [], "the table builder is gone"

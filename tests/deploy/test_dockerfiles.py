@@ -20,25 +20,27 @@ class Image:
     sources: tuple[str, ...]
     script: str
     ports: tuple[int, ...]  # EXPOSEd; the last one serves /health
+    lock: str  # requirements/images/<lock>.txt: only what this image's distributions need
 
 
 IMAGES = {
     "sensors": Image(
-        "services/sensors/Dockerfile", ("services/common", "services/sensors"), "plantmon-sensors", (8080,)
+        "services/sensors/Dockerfile", ("services/common", "services/sensors"), "plantmon-sensors", (8080,), "sensors"
     ),
     "opc_server": Image(
         "services/opc_server/Dockerfile",
         ("services/common", "services/opc_server"),
         "plantmon-opc-server",
         (4840, 9101),
+        "opc-server",
     ),
     "opc_scraper": Image(
-        "services/opc_scraper/Dockerfile", ("services/common", "services/opc_scraper"), "plantmon-scraper", (9102,)
+        "services/opc_scraper/Dockerfile", ("services/common", "services/opc_scraper"), "plantmon-scraper", (9102,), "scraper"
     ),
     "alert_worker": Image(
-        "services/alert_worker/Dockerfile", ("services/common", "services/alert_worker"), "plantmon-alerts", (9103,)
+        "services/alert_worker/Dockerfile", ("services/common", "services/alert_worker"), "plantmon-alerts", (9103,), "alerts"
     ),
-    "migrate": Image("db/Dockerfile", ("services/common", "db"), "plantmon-migrate", ()),
+    "migrate": Image("db/Dockerfile", ("services/common", "db"), "plantmon-migrate", (), "migrate"),
 }
 
 
@@ -70,7 +72,7 @@ def test_image_builds_a_venv_with_ci_commands_and_runs_it_slim_and_unprivileged(
     stages = [value for key, value in steps if key == "FROM"]
     assert stages == ["${PYTHON_IMAGE} AS builder", "${PYTHON_IMAGE} AS runtime"]
     runs = " ".join(value for key, value in steps if key == "RUN")
-    assert "pip install --no-cache-dir --require-hashes -r requirements/runtime.txt" in runs
+    assert f"pip install --no-cache-dir --require-hashes -r requirements/images/{image.lock}.txt" in runs
     installs = " ".join(f"./{source}" for source in image.sources)
     assert f"pip install --no-cache-dir --no-deps {installs}" in runs
     runtime = steps[[key for key, _ in steps].index("FROM", 1) :]
@@ -124,8 +126,47 @@ def test_dockerignore_sends_what_the_images_copy_and_nothing_private() -> None:
             if key == "COPY" and not value.startswith("--from"):
                 source = value.split()[0]
                 needed.add(source if "." in Path(source).name else f"{source}/pyproject.toml")
-    assert "requirements/runtime.txt" in needed
+    assert {f"requirements/images/{image.lock}.txt" for image in IMAGES.values()} <= needed
     for path in sorted(needed):
         assert not dockerignore_excludes(path), path
     for private in (".env", ".git/config", ".venv/bin/python", "services/sensors/tests/test_x.py", "docs/a.md"):
         assert dockerignore_excludes(private), private
+
+
+def pins(lock: Path) -> dict[str, tuple[str, frozenset[str]]]:
+    """``name -> (version, hashes)`` of a ``uv pip compile --generate-hashes`` file."""
+    found: dict[str, tuple[str, frozenset[str]]] = {}
+    text = re.sub(r"\\\n\s*", " ", lock.read_text(encoding="utf-8"))
+    for line in text.splitlines():
+        match = re.match(r"^([A-Za-z0-9_.\-\[\]]+)==(\S+)(.*)$", line)
+        if match:
+            name = re.sub(r"\[.*\]", "", match.group(1)).lower()
+            found[name] = (match.group(2), frozenset(re.findall(r"--hash=(sha256:[0-9a-f]{64})", match.group(3))))
+    return found
+
+
+def declared(distribution_dir: Path) -> set[str]:
+    """The third-party names a distribution's pyproject.toml declares (plantmon-* left out)."""
+    import tomllib
+
+    project = tomllib.loads((distribution_dir / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    names = {re.split(r"[\s<>=!~;\[@]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    return {name for name in names if not name.startswith("plantmon-")}
+
+
+@pytest.mark.parametrize("name", sorted(IMAGES))
+def test_image_lock_has_what_its_distributions_declare_at_the_runtime_locks_versions(name: str) -> None:
+    """Each image installs its own lock, not the union of every service's: the migrate image has no
+    compiler, so a source-only package of the sensors (spidev) must not be in its lock."""
+    image = IMAGES[name]
+    lock = pins(REPO / "requirements" / "images" / f"{image.lock}.txt")
+    runtime = pins(REPO / "requirements" / "runtime.txt")
+    for package, (version, hashes) in lock.items():
+        assert package in runtime, f"{package} is in the {image.lock} lock but not in runtime.txt"
+        assert runtime[package] == (version, hashes), f"{package}: {version} differs from runtime.txt"
+        assert hashes, f"{package} has no hash"
+    wanted = set().union(*(declared(REPO / source) for source in image.sources))
+    assert wanted <= set(lock), f"declared but not locked: {sorted(wanted - set(lock))}"
+    (REPO / "requirements" / "images" / f"{image.lock}.in").read_text(encoding="utf-8")
+    if name != "sensors":
+        assert "spidev" not in lock and "librosa" not in lock

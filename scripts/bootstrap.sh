@@ -3,7 +3,8 @@
 #
 #   scripts/bootstrap.sh venv     the Python venv (.venv) with every package, pinned with hashes
 #   scripts/bootstrap.sh system   + PostgreSQL, nginx and Prometheus binaries (apt) for `task up`
-#   scripts/bootstrap.sh test     + what the test suite needs (docker-compose 1.29, npm, chromium, PortAudio)
+#   scripts/bootstrap.sh test     + what the test suite needs (docker-compose 1.29, docker.io, debootstrap, npm,
+#                                 chromium, PortAudio)
 #
 # System packages are installed with apt-get when running as root, with sudo when it works
 # without a password prompt, and otherwise named in a clear message. The local stack never uses
@@ -71,7 +72,9 @@ system() {
 
 testdeps() {
   local missing=()
-  command -v docker-compose >/dev/null || missing+=(docker-compose)   # compose config checks
+  command -v docker-compose >/dev/null || missing+=(docker-compose)   # compose config checks, container suite
+  command -v dockerd >/dev/null || missing+=(docker.io)                # the container suite's own engine
+  command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)   # its base image
   command -v npm >/dev/null || missing+=(npm)                          # compose schema, WASM TimescaleDB
   command -v chromium >/dev/null || missing+=(chromium)                # operator page in a real browser
   ldconfig -p 2>/dev/null | grep -q libportaudio || missing+=(libportaudio2)   # sounddevice's PortAudio

@@ -4,6 +4,7 @@ entry points only, pinned images, named volumes, rotated logs and the Pi's devic
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -253,3 +254,19 @@ def test_prometheus_reaches_every_target_of_its_scrape_configuration(resolve: Re
                 }
                 for value in http_ports.values():
                     assert str(value) == port, f"{job['job_name']}: {host} serves {value}, scraped on {port}"
+
+
+def test_dmz_subnet_lies_outside_dockers_default_address_pools() -> None:
+    """The engine gives the stack's other networks ranges from its default pools; a fixed DMZ
+    subnet inside them can collide with one of those (seen: monitoring got 172.31.0.0/16 while
+    the DMZ was 172.31.81.0/24, and `up` failed with "Pool overlaps")."""
+    compose_default = re.search(r"\$\{DMZ_SUBNET:-([0-9./]+)\}", BASE.read_text(encoding="utf-8"))
+    assert compose_default is not None
+    template = template_values()["DMZ_SUBNET"]
+    assert compose_default.group(1) == template
+    dmz = ipaddress.ip_network(template)
+    # dockerd's default-address-pools: 172.17.0.0/16 ... 172.31.0.0/16, then 192.168.0.0/16 in /20s.
+    pools = [ipaddress.ip_network(f"172.{second}.0.0/16") for second in range(17, 32)]
+    pools.append(ipaddress.ip_network("192.168.0.0/16"))
+    assert not any(dmz.overlaps(pool) for pool in pools)
+    assert f"allow {template};" == template_values()["DMZ_ALLOW"]

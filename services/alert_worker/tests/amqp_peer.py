@@ -167,8 +167,8 @@ def reencode_frame(frame: bytes) -> bytes:
 class FrameRelay(LoopbackServer):
     """An asyncio TCP relay: SDK -> peer unchanged, peer -> SDK re-encoded frame by frame."""
 
-    def __init__(self, upstream_port: int, port: int) -> None:
-        super().__init__(port)
+    def __init__(self, upstream_port: int, port: int, host: str = "127.0.0.1") -> None:
+        super().__init__(port, host)
         self.upstream_port = upstream_port
         self.connections = 0
         self.websocket_requests: list[dict[str, str]] = []
@@ -547,6 +547,10 @@ class EventHubPeer:
     max_message_size: int = MAX_MESSAGE_SIZE
     port: int = field(default_factory=free_port)
     backend_port: int = field(default_factory=free_port)
+    # Where the SDK connects: the relay listens on ``front_host``; the connection string names
+    # ``advertised_host`` (a container reaches a peer on the engine's bridge by another name).
+    front_host: str = "127.0.0.1"
+    advertised_host: str = "127.0.0.1"
     received: list[ReceivedEvent] = field(default_factory=list, init=False)
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list, init=False)
     deliveries: int = field(default=0, init=False)
@@ -562,12 +566,12 @@ class EventHubPeer:
         self._proton_thread = threading.Thread(target=self.container.run, name="amqp-peer", daemon=True)
         self._loop = asyncio.new_event_loop()
         self._loop_thread = threading.Thread(target=self._loop.run_forever, name="amqp-relay", daemon=True)
-        self.relay = FrameRelay(self.backend_port, self.port)
+        self.relay = FrameRelay(self.backend_port, self.port, self.front_host)
 
     @property
     def connection_string(self) -> str:
         return (
-            f"Endpoint=sb://127.0.0.1:{self.port};SharedAccessKeyName=k;SharedAccessKey=v;"
+            f"Endpoint=sb://{self.advertised_host}:{self.port};SharedAccessKeyName=k;SharedAccessKey=v;"
             f"EntityPath={self.hub};UseDevelopmentEmulator=true"
         )
 

@@ -1,0 +1,87 @@
+"""Every project image builds from the repository's Dockerfiles, runs as its unprivileged user, and
+carries no compiler, no pip cache and no package of another service, and its entry point's module
+imports with the packages the image has (its own lock, requirements/images/).
+
+The sizes are printed (docs/benchmarks.md records them). They are measured on the CI base
+(Debian 12 minbase with Debian's python3, see plantmon_dev.docker_engine), which is about
+45 MB larger than python:3.11-slim-bookworm; the layers above it are the production ones.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from plantmon_dev.docker_engine import BASE_IMAGE, DockerEngine
+
+from tests.containers.compose_support import PROJECT_IMAGES
+
+pytestmark = pytest.mark.containers
+
+# What each image must not contain: the heavy packages of the other services.
+FOREIGN = {
+    "migrate": ("librosa", "numba", "sklearn", "azure.eventhub", "fastapi", "spidev"),
+    "opc_server": ("librosa", "numba", "sklearn", "azure.eventhub", "spidev"),
+    "opc_scraper": ("librosa", "numba", "sklearn", "azure.eventhub", "fastapi", "spidev"),
+    "alert_worker": ("librosa", "numba", "spidev"),
+    "sensors": ("azure.eventhub", "psycopg"),  # (scikit-learn comes with librosa)
+}
+# The console script each image's ENTRYPOINT names: its module must import with what the image has.
+SCRIPT = {
+    "migrate": "plantmon-migrate",
+    "opc_server": "plantmon-opc-server",
+    "opc_scraper": "plantmon-scraper",
+    "alert_worker": "plantmon-alerts",
+    "sensors": "plantmon-sensors",
+}
+CHECK = """
+import importlib, importlib.metadata, importlib.util, json, os, pathlib, shutil, sys
+script, foreign = sys.argv[1], sys.argv[2].split(",")
+(entry,) = [ep for ep in importlib.metadata.entry_points(group="console_scripts") if ep.name == script]
+importlib.import_module(entry.module)
+caches = [str(p) for root in ("/root", "/tmp", "/opt/venv") for p in pathlib.Path(root).glob("**/.cache/pip")]
+print(json.dumps({
+    "uid": os.getuid(),
+    "compilers": [c for c in ("gcc", "cc", "x86_64-linux-gnu-gcc", "aarch64-linux-gnu-gcc") if shutil.which(c)],
+    "pip_caches": caches,
+    "entry": entry.value,
+    "foreign": [m for m in foreign if importlib.util.find_spec(m.split(".")[0]) is not None
+                and importlib.util.find_spec(m) is not None],
+}))
+"""
+
+
+def image_of(service: str) -> str:
+    return f"{PROJECT_IMAGES[service]}:dev"
+
+
+@pytest.mark.parametrize("service", sorted(PROJECT_IMAGES))
+def test_image_runs_unprivileged_with_only_its_own_packages_and_no_compiler(
+    engine: DockerEngine, images: dict[str, float], service: str
+) -> None:
+    image = image_of(service)
+    config = json.loads(engine.docker("image", "inspect", image).stdout)[0]["Config"]
+    assert config["User"] == "10001:10001"
+    result = engine.docker(
+        "run", "--rm", "--network", "none", "--entrypoint", "python", image,
+        "-c", CHECK, SCRIPT[service], ",".join(FOREIGN[service]),
+    )  # fmt: skip
+    found = json.loads(result.stdout)
+    assert found["uid"] == 10001
+    assert found["compilers"] == [], f"{image} has a compiler"
+    assert found["pip_caches"] == []
+    assert config["Entrypoint"] == [SCRIPT[service]] and found["entry"]
+    assert found["foreign"] == [], f"{image} carries another service's packages: {found['foreign']}"
+
+
+def test_image_sizes_are_reported(engine: DockerEngine, images: dict[str, float]) -> None:
+    base = int(json.loads(engine.docker("image", "inspect", BASE_IMAGE).stdout)[0]["Size"])
+    sizes = {}
+    for service in sorted(PROJECT_IMAGES):
+        sizes[service] = int(json.loads(engine.docker("image", "inspect", image_of(service)).stdout)[0]["Size"])
+    print(f"base {BASE_IMAGE}: {base / 1e6:.0f} MB")
+    for service, size in sizes.items():
+        print(f"{image_of(service)}: {size / 1e6:.0f} MB, {(size - base) / 1e6:.0f} MB above the base")
+    # Only the sensor image carries the audio stack (numba, llvmlite, scipy, librosa).
+    assert max(sizes, key=lambda name: sizes[name]) == "sensors"
+    assert all(size > base for size in sizes.values())

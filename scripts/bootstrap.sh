@@ -75,6 +75,7 @@ testdeps() {
   command -v docker-compose >/dev/null || missing+=(docker-compose)   # compose config checks, container suite
   command -v dockerd >/dev/null || missing+=(docker.io)                # the container suite's own engine
   command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)   # its base image
+  command -v ip >/dev/null || missing+=(iproute2)                     # the engine bridge's address
   command -v npm >/dev/null || missing+=(npm)                          # compose schema, WASM TimescaleDB
   command -v chromium >/dev/null || missing+=(chromium)                # operator page in a real browser
   ldconfig -p 2>/dev/null | grep -q libportaudio || missing+=(libportaudio2)   # sounddevice's PortAudio

@@ -35,10 +35,18 @@ IMAGES = {
         "opc-server",
     ),
     "opc_scraper": Image(
-        "services/opc_scraper/Dockerfile", ("services/common", "services/opc_scraper"), "plantmon-scraper", (9102,), "scraper"
+        "services/opc_scraper/Dockerfile",
+        ("services/common", "services/opc_scraper"),
+        "plantmon-scraper",
+        (9102,),
+        "scraper",
     ),
     "alert_worker": Image(
-        "services/alert_worker/Dockerfile", ("services/common", "services/alert_worker"), "plantmon-alerts", (9103,), "alerts"
+        "services/alert_worker/Dockerfile",
+        ("services/common", "services/alert_worker"),
+        "plantmon-alerts",
+        (9103,),
+        "alerts",
     ),
     "migrate": Image("db/Dockerfile", ("services/common", "db"), "plantmon-migrate", (), "migrate"),
 }

@@ -146,7 +146,9 @@ class DockerEngine:
         options = self.docker("network", "inspect", "bridge", "--format", "{{json .Options}}").stdout
         name = (json.loads(options) or {}).get("com.docker.network.bridge.name", "docker0")
         addresses = json.loads(
-            subprocess.run(["ip", "-j", "-4", "addr", "show", "dev", name], capture_output=True, text=True, check=True).stdout
+            subprocess.run(
+                ["ip", "-j", "-4", "addr", "show", "dev", name], capture_output=True, text=True, check=True
+            ).stdout
         )
         return str(addresses[0]["addr_info"][0]["local"])
 

@@ -44,12 +44,31 @@ def engine() -> Iterator[DockerEngine]:
             "set PLANTMON_DOCKER_HOST to a running engine, or set PLANTMON_CONTAINER_TESTS=skip"
         )
     try:
-        engine.start()
-        engine.ensure_base_image()
-    except EngineError as exc:
-        pytest.fail(str(exc))
-    yield engine
-    engine.stop()
+        try:
+            engine.start()
+            remove_leftovers(engine)
+            engine.ensure_base_image()
+        except EngineError as exc:
+            pytest.fail(str(exc))
+        yield engine
+    finally:
+        engine.stop()
+
+
+def remove_leftovers(engine: DockerEngine) -> None:
+    """Containers and networks of the suite's projects that an interrupted run left on a kept data
+    root: a leftover DMZ network holds the fixed DMZ subnet, and every later ``up`` would fail."""
+    leftovers = engine.docker("ps", "-aq", "--filter", "label=com.docker.compose.project").stdout.split()
+    ours = [
+        cid
+        for cid in leftovers
+        if engine.docker("inspect", "--format", '{{index .Config.Labels "com.docker.compose.project"}}', cid)
+        .stdout.strip()
+        .startswith("plantmon-")
+    ]
+    if ours:
+        engine.docker("rm", "-f", *ours, timeout=300)
+    engine.docker("network", "prune", "-f", "--filter", "label=com.docker.compose.project", timeout=120)
 
 
 def stack_env_file(directory: Path, **overrides: str) -> Path:

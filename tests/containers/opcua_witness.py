@@ -43,7 +43,11 @@ class Witness:
         if path is None or dv.SourceTimestamp is None:
             return
         stamp = dv.SourceTimestamp if dv.SourceTimestamp.tzinfo else dv.SourceTimestamp.replace(tzinfo=UTC)
-        value = float(dv.Value.Value) if dv.Value is not None and dv.Value.Value is not None else None
+        raw = dv.Value.Value if dv.Value is not None else None
+        try:  # as the scraper stores it: a value that is not a number is NULL
+            value = float(raw) if raw is not None else None
+        except (TypeError, ValueError):
+            value = None
         status = dv.StatusCode.value if dv.StatusCode is not None else 0
         key = (path, stamp)
         if key in self.received and self.received[key] != (value, status):

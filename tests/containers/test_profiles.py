@@ -16,7 +16,7 @@ from tests.containers.compose_support import JOBS, LEFT_OUT, PROFILE_SERVICES, C
 from tests.containers.conftest import stack_env_file
 from tests.deploy.deploy_files import REPO
 
-pytestmark = [pytest.mark.containers, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(900, func_only=True)]
 
 
 def readme_profile_table() -> dict[str, set[str]]:

@@ -2,8 +2,12 @@
 the new images on the same volumes. The migrations run once (none re-applied, the new ones
 applied), the data and the volumes are kept, every service comes back healthy on the new images.
 
-The previous commit is ``HEAD~1`` (``PLANTMON_UPGRADE_FROM`` names another): its tree is checked out
-in a git worktree and its images are built from its own Dockerfiles, tagged ``previous``.
+"The previous commit" is the one just before the newest change to what goes into an image (the
+services' and db's sources, Dockerfiles and locks), so that the upgrade really changes images;
+``PLANTMON_UPGRADE_FROM`` names another. Its tree is checked out in a git worktree and its images
+are built from its own Dockerfiles, tagged ``previous``. Commits before FIRST_BUILDABLE cannot be
+upgraded from: their migrate image did not build (every image installed the sensors' packages,
+and spidev needs a compiler the migrate image has not).
 """
 
 from __future__ import annotations
@@ -24,21 +28,37 @@ from tests.containers.compose_support import CI_OVERRIDE, PROFILE_SERVICES, PROJ
 from tests.containers.conftest import read_env, stack_env_file
 from tests.deploy.deploy_files import REPO
 
-pytestmark = [pytest.mark.containers, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.containers, pytest.mark.timeout(1800, func_only=True)]
 SERVICES = sorted(PROFILE_SERVICES["opc"] | {"alert_worker"})
+FIRST_BUILDABLE = "41c7895ed9f3bb995cf5572751b83fe1224298ad"
+IMAGE_INPUTS = ("requirements/images", "services", "db", ":(exclude)services/*/tests/**", ":(exclude)db/tests/**")
+
+
+def git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=120, check=False)
+
+
+def previous_commit() -> str:
+    if os.environ.get("PLANTMON_UPGRADE_FROM"):
+        found = git("rev-parse", "--verify", f"{os.environ['PLANTMON_UPGRADE_FROM']}^{{commit}}")
+        assert found.returncode == 0, found.stderr
+        return found.stdout.strip()
+    if git("rev-parse", "--verify", f"{FIRST_BUILDABLE}^{{commit}}").returncode != 0:
+        pytest.fail(f"the history lacks {FIRST_BUILDABLE} (a shallow clone? fetch more of it)")
+    newest_change = git("log", "-1", "--format=%H", "HEAD", "--", *IMAGE_INPUTS).stdout.strip()
+    before = git("rev-parse", "--verify", f"{newest_change}~1").stdout.strip()
+    if not before or git("merge-base", "--is-ancestor", FIRST_BUILDABLE, before).returncode != 0:
+        pytest.fail(f"no buildable commit before {newest_change} to upgrade from (first: {FIRST_BUILDABLE})")
+    return before
 
 
 @pytest.fixture(scope="module")
 def previous_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    ref = os.environ.get("PLANTMON_UPGRADE_FROM", "HEAD~1")
-    found = subprocess.run(
-        ["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=REPO, capture_output=True, text=True
-    )
-    if found.returncode != 0:
-        pytest.fail(f"no commit {ref} to upgrade from (a shallow clone? fetch with --depth 2 or more): {found.stderr}")
+    commit = previous_commit()
+    print(f"upgrading from {commit}")
     tree = tmp_path_factory.mktemp("previous") / "tree"
-    subprocess.run(["git", "worktree", "add", "--detach", str(tree), found.stdout.strip()], cwd=REPO, check=True,
-                   capture_output=True)  # fmt: skip
+    added = git("worktree", "add", "--detach", str(tree), commit)
+    assert added.returncode == 0, added.stderr
     # The CI-only stand-ins are built from this tree; the old one may predate them.
     standins = tree / "tests" / "containers" / "standins"
     if not standins.exists():
@@ -46,7 +66,7 @@ def previous_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     try:
         yield tree
     finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, capture_output=True)
+        git("worktree", "remove", "--force", str(tree))
 
 
 def postgres(compose: Compose) -> Any:
@@ -79,24 +99,32 @@ def test_upgrade_from_the_previous_commits_images_keeps_data_and_runs_migrations
                 "old stack stores",
             )
             applied = dict(conn.execute("SELECT name, applied_at FROM schema_migrations").fetchall())
-            first = conn.execute("SELECT min(time), count(*) FROM samples").fetchone()
+            first = conn.execute("SELECT min(time), max(time), count(*) FROM samples").fetchone()
         old_images = image_ids(old)
+        old_containers = {name: item["Id"] for name, item in old.containers().items()}
         assert first is not None
 
         new.up("fullstack", SERVICES)  # what `task deploy_full_stack` does after a pull: no down
         new.wait_healthy(SERVICES, timeout=300)
         new_images = image_ids(new)
+        changed = set()
         for service in PROJECT_IMAGES:
             wanted = json.loads(engine.docker("image", "inspect", f"{PROJECT_IMAGES[service]}:dev").stdout)[0]["Id"]
             assert new_images[service] == wanted, f"{service} still runs {old_images[service]}"
+            if wanted != old_images[service]:
+                changed.add(service)
+                assert new.container(service)["Id"] != old_containers[service], f"{service} was not recreated"
+        assert changed, "the previous commit's images are the new ones: nothing was upgraded"
+        print(f"upgraded images: {sorted(changed)}")
         assert new.container("migrate")["State"]["ExitCode"] == 0
         with postgres(new) as conn:
             rows = conn.execute("SELECT name, applied_at FROM schema_migrations").fetchall()
             paths = {path for (path,) in conn.execute("SELECT DISTINCT storage_path FROM schema_migrations")}
             names = [name for name, _ in rows]
-            again = conn.execute("SELECT min(time), count(*) FROM samples WHERE time <= %s", (first[0],)).fetchone()
+            # The rows the old stack had (up to its newest) are all still there.
+            again = conn.execute("SELECT min(time), count(*) FROM samples WHERE time <= %s", (first[1],)).fetchone()
             wait_until(
-                lambda: (conn.execute("SELECT count(*) FROM samples").fetchone() or (0,))[0] > first[1],
+                lambda: (conn.execute("SELECT count(*) FROM samples").fetchone() or (0,))[0] > first[2],
                 120,
                 "the new stack stores",
             )
@@ -108,6 +136,6 @@ def test_upgrade_from_the_previous_commits_images_keeps_data_and_runs_migrations
         files = [path.name for path in (REPO / "db/src/plantmon_db/migrations").glob("*.sql")]
         shipped = {name.split(".")[0] for name in files if not name.endswith(".timescale.sql")}
         assert {name.split(".")[0] for name in names} == shipped
-        assert again is not None and again[0] == first[0] and again[1] >= first[1]
+        assert again is not None and again[0] == first[0] and again[1] >= first[2]
     finally:
         new.down(volumes=True)

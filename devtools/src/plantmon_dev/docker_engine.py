@@ -128,8 +128,9 @@ class DockerEngine:
         """Stop what :meth:`start` started: SIGTERM (dockerd stops its containers), then SIGKILL."""
         if self._proc is None:
             return
+        # dockerd alone first: it stops its containers and its containerd itself.
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._proc.pid, signal.SIGTERM)
+            os.kill(self._proc.pid, signal.SIGTERM)
         try:
             self._proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
@@ -159,6 +160,7 @@ class DockerEngine:
         debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
         if not Path(debootstrap).exists():
             raise EngineError("debootstrap is not installed: apt-get install debootstrap")
+        self.data_root.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="plantmon-rootfs-", dir=self.data_root.parent) as tmp:
             rootfs = Path(tmp) / "rootfs"
             started = time.monotonic()
@@ -176,7 +178,7 @@ class DockerEngine:
                 timeout=900,
             )
             (rootfs / "usr/bin/python").symlink_to("python3")
-            _add_python_headers(rootfs, Path(tmp))
+            _add_python_headers(rootfs)
             if HOST_CA_BUNDLE.exists():
                 shutil.copyfile(HOST_CA_BUNDLE, rootfs / "etc/ssl/certs/ca-certificates.crt")
             for cache in ("var/cache/apt/archives", "var/lib/apt/lists"):
@@ -206,21 +208,25 @@ class DockerEngine:
         return BASE_IMAGE
 
 
-def _add_python_headers(rootfs: Path, workdir: Path) -> None:
+def _add_python_headers(rootfs: Path) -> None:
     """Copy the CPython headers (1.4 MB) into the rootfs, as the official slim image has them.
 
-    Source-only distributions (spidev) compile in the builder stage and need ``Python.h``. Only the
-    headers of Debian's ``libpython3.11-dev`` are taken, not the static library it also carries.
+    Source-only distributions (spidev) compile in the builder stage and need ``Python.h``. The
+    rootfs's own apt downloads Debian's ``libpython3.11-dev`` (the same build as its python3, from
+    its own package lists, whatever distribution the host runs); only its headers are kept, not the
+    static library it also carries.
     """
-    pkg_dir = workdir / "pydev"
-    pkg_dir.mkdir()
     subprocess.run(
-        ["apt-get", "download", "libpython3.11-dev"], cwd=pkg_dir, check=True, capture_output=True, timeout=300
+        ["chroot", str(rootfs), "sh", "-c", "cd /tmp && apt-get download libpython3.11-dev"],
+        check=True,
+        capture_output=True,
+        timeout=300,
     )
-    (deb,) = pkg_dir.glob("libpython3.11-dev_*.deb")
-    extracted = pkg_dir / "x"
+    (deb,) = (rootfs / "tmp").glob("libpython3.11-dev_*.deb")
+    extracted = rootfs / "tmp" / "pydev"
     subprocess.run(["dpkg-deb", "-x", str(deb), str(extracted)], check=True, capture_output=True, timeout=120)
     for include in extracted.glob("usr/include/**/python3.11"):
         if include.is_dir():
-            target = rootfs / include.relative_to(extracted)
-            shutil.copytree(include, target, dirs_exist_ok=True)
+            shutil.copytree(include, rootfs / include.relative_to(extracted), dirs_exist_ok=True)
+    shutil.rmtree(extracted)
+    deb.unlink()

@@ -2,7 +2,7 @@
 
 ``python -m bench.alerts_anomaly [--smoke]`` (smoke: 6 h of training, 2 evaluated hours, one fault)
 
-The sensors service's plant simulator is replayed offline (``plantmon_alerts.anomaly.replay``:
+The sensors service's plant simulator is replayed offline (``bench.anomaly_replay``:
 the model stepped with an explicit clock, the simulated drivers and the service's own audio
 feature code, one feature vector every 10 s). The model is trained on a healthy day of one seed
 and judged on seven days of *other* seeds (one per day), in which a bearing starts to wear every
@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from plantmon_alerts.anomaly import AnomalyModel
-from plantmon_alerts.anomaly.replay import Episode, Replay, simulate
+from bench.anomaly_replay import Episode, Replay, simulate
 from plantmon_alerts.engine import Engine, Raised
 from plantmon_alerts.rules import RuleBase, parse_rules
 from plantmon_common.opcua import Sample

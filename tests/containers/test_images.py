@@ -1,6 +1,7 @@
 """Every project image builds from the repository's Dockerfiles, runs as its unprivileged user, and
-carries no compiler, no pip cache and no package of another service, and its entry point's module
-imports with the packages the image has (its own lock, requirements/images/).
+carries no compiler, no pip cache and no package of another service, and every module of its
+service (and of plantmon_common, less the web helpers where the image has no web extra) imports
+with the packages the image has: its own lock, requirements/images/.
 
 The sizes are printed (docs/benchmarks.md records them). They are measured on the CI base
 (Debian 12 minbase with Debian's python3, see plantmon_dev.docker_engine), which is about
@@ -20,9 +21,9 @@ pytestmark = [pytest.mark.containers, pytest.mark.timeout(300, func_only=True)]
 
 # What each image must not contain: the heavy packages of the other services.
 FOREIGN = {
-    "migrate": ("librosa", "numba", "sklearn", "azure.eventhub", "fastapi", "spidev"),
-    "opc_server": ("librosa", "numba", "sklearn", "azure.eventhub", "spidev"),
-    "opc_scraper": ("librosa", "numba", "sklearn", "azure.eventhub", "fastapi", "spidev"),
+    "migrate": ("librosa", "numba", "sklearn", "azure.eventhub", "fastapi", "uvicorn", "spidev"),
+    "opc_server": ("librosa", "numba", "sklearn", "azure.eventhub", "fastapi", "uvicorn", "spidev"),
+    "opc_scraper": ("librosa", "numba", "sklearn", "azure.eventhub", "fastapi", "uvicorn", "spidev"),
     "alert_worker": ("librosa", "numba", "spidev"),
     "sensors": ("azure.eventhub", "psycopg"),  # (scikit-learn comes with librosa)
 }
@@ -39,11 +40,27 @@ import importlib, importlib.metadata, importlib.util, json, os, pathlib, shutil,
 script, foreign = sys.argv[1], sys.argv[2].split(",")
 (entry,) = [ep for ep in importlib.metadata.entry_points(group="console_scripts") if ep.name == script]
 importlib.import_module(entry.module)
+# Every module of the service's package, and of plantmon_common what the image's extras cover.
+import pkgutil
+own = importlib.import_module(entry.module.split(".")[0])
+modules = [m.name for m in pkgutil.walk_packages(own.__path__, own.__name__ + ".")]
+common = importlib.import_module("plantmon_common")
+web = importlib.util.find_spec("fastapi") is not None
+modules += [m.name for m in pkgutil.walk_packages(common.__path__, "plantmon_common.")
+            if web or m.name != "plantmon_common.service"]
+failed = {}
+for name in modules:
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        failed[name] = repr(exc)
 caches = [str(p) for root in ("/root", "/tmp", "/opt/venv") for p in pathlib.Path(root).glob("**/.cache/pip")]
 print(json.dumps({
     "compilers": [c for c in ("gcc", "cc", "x86_64-linux-gnu-gcc", "aarch64-linux-gnu-gcc") if shutil.which(c)],
     "pip_caches": caches,
     "entry": entry.value,
+    "modules": len(modules),
+    "failed": failed,
     "foreign": [m for m in foreign if importlib.util.find_spec(m.split(".")[0]) is not None
                 and importlib.util.find_spec(m) is not None],
 }))
@@ -74,6 +91,7 @@ def test_image_runs_unprivileged_with_only_its_own_packages_and_no_compiler(
     assert found["compilers"] == [], f"{image} has a compiler"
     assert found["pip_caches"] == []
     assert config["Entrypoint"] == [SCRIPT[service]] and found["entry"]
+    assert found["modules"] > 3 and found["failed"] == {}, f"{image} cannot import: {found['failed']}"
     assert found["foreign"] == [], f"{image} carries another service's packages: {found['foreign']}"
 
 

@@ -1,6 +1,6 @@
 """The anomaly model on the sensors service's plant simulator: trained on one seed, judged on another.
 
-Time is the simulator's: no sleeps. The plant is replayed offline (plantmon_alerts.anomaly.replay)
+Time is the simulator's: no sleeps. The plant is replayed offline (bench.anomaly_replay)
 and the scores go through the real engine with an ``anomaly`` rule, as in the worker.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from plantmon_alerts.anomaly import AnomalyModel, ModelStore
-from plantmon_alerts.anomaly.replay import Episode, Replay, simulate
+from bench.anomaly_replay import Episode, Replay, simulate
 from plantmon_alerts.engine import Cleared, Engine, Raised
 from plantmon_alerts.rules import AnomalyRule, parse_rules
 from plantmon_common.opcua import Sample

@@ -2,7 +2,8 @@
 
 :mod:`.model` (the Gaussian-mixture model, its versioned files), :mod:`.training` (the healthy
 window from the database, the retrain schedule), :mod:`.runner` (live vectors, scores, metrics,
-retraining in the worker), :mod:`.replay` (vectors from the plant simulator, offline).
+retraining in the worker). Vectors from the plant simulator, offline, are made by
+bench/anomaly_replay.py (it needs plantmon-sensors, which the worker's image has not).
 """
 
 from plantmon_alerts.anomaly.model import AnomalyModel, ModelError, ModelMetadata, ModelStore

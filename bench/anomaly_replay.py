@@ -10,7 +10,8 @@ tag at the vector's time).
 ``episodes`` switch the ``bearing_wear`` fault on and off; with ``wear_ramp_s`` the wear grows
 linearly from zero, so a fault starts inside the healthy noise instead of jumping.
 
-plantmon-sensors is imported here only: the worker itself never needs it.
+It lives in bench/ (not in plantmon_alerts) because it needs plantmon-sensors, which the alert
+worker's image does not contain; the tests and the anomaly benchmark import it from here.
 """
 
 from __future__ import annotations

@@ -36,10 +36,11 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from plantmon_alerts.anomaly import AnomalyModel
-from bench.anomaly_replay import Episode, Replay, simulate
 from plantmon_alerts.engine import Engine, Raised
 from plantmon_alerts.rules import RuleBase, parse_rules
 from plantmon_common.opcua import Sample
+
+from bench.anomaly_replay import Episode, Replay, simulate
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CADENCE_S = 10.0

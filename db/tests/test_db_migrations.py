@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from plantmon_db.migrate import ROLES, StoragePath, load_migrations, migrate
+from plantmon_db.migrate import ROLES, MigrationError, StoragePath, load_migrations, migrate
 from plantmon_dev.postgres import PostgresCluster
 from psycopg import sql
 
@@ -67,6 +67,17 @@ def test_second_run_applies_nothing(pg_env: dict[str, str]) -> None:
     migrate(conninfo)
     assert migrate(conninfo) == []
     assert applied_names(conninfo) == sorted(PLAIN_MIGRATIONS)
+
+
+def test_a_changed_applied_migration_is_refused_and_nothing_is_applied(pg_env: dict[str, str]) -> None:
+    conninfo = superuser(pg_env)
+    applied = migrate(conninfo, target="0003_tags_samples")
+    assert applied
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("UPDATE schema_migrations SET checksum = 'edited' WHERE name = %s", (applied[0],))
+    with pytest.raises(MigrationError, match=applied[0]):
+        migrate(conninfo)
+    assert applied_names_or_none(conninfo) == applied
 
 
 def test_concurrent_runners_apply_each_migration_once(pg_env: dict[str, str]) -> None:
@@ -135,6 +146,10 @@ def test_role_without_password_cannot_log_in(pg_cluster: PostgresCluster, pg_dbn
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(pg_cluster.conninfo(pg_dbname, "plantmon_reader", "anything")).close()
     psycopg.connect(pg_cluster.conninfo(pg_dbname, "plantmon_writer", "w-Secret-123")).close()
+    # What the server stores is libpq's SCRAM-SHA-256 verifier, never the password.
+    with psycopg.connect(conninfo) as conn:
+        (stored,) = conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'plantmon_writer'").fetchone()  # type: ignore[misc]
+    assert stored.startswith("SCRAM-SHA-256$") and "w-Secret-123" not in stored
 
 
 def test_writer_registers_tags_and_appends_samples_but_cannot_touch_alerts(migrated_db: dict[str, str]) -> None:

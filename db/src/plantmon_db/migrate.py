@@ -17,13 +17,10 @@ clear-text password never reaches the server or its logs).
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
-import hmac
 import logging
 import re
-import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -117,20 +114,6 @@ def load_migrations() -> list[Migration]:
     return found
 
 
-def scram_sha256_verifier(password: str, iterations: int = 4096) -> str:
-    """The SCRAM-SHA-256 verifier PostgreSQL stores for ``password`` (RFC 5802 / 7677)."""
-    salt = secrets.token_bytes(16)
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
-    client_key = hmac.digest(salted, b"Client Key", "sha256")
-    stored_key = hashlib.sha256(client_key).digest()
-    server_key = hmac.digest(salted, b"Server Key", "sha256")
-
-    def b64(raw: bytes) -> str:
-        return base64.b64encode(raw).decode("ascii")
-
-    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
-
-
 def _ensure_bookkeeping(conn: psycopg.Connection[tuple[object, ...]]) -> None:
     conn.execute(
         """
@@ -161,8 +144,10 @@ def _set_role_passwords(conn: psycopg.Connection[tuple[object, ...]], role_passw
     for role in ROLES:
         password = role_passwords.get(role)
         if password:
+            # libpq's own SCRAM-SHA-256 verifier: the password never reaches the server or its logs.
+            verifier = conn.pgconn.encrypt_password(password.encode("utf-8"), role.encode(), b"scram-sha-256")
             statement = sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
-                sql.Identifier(role), sql.Literal(scram_sha256_verifier(password))
+                sql.Identifier(role), sql.Literal(verifier.decode("ascii"))
             )
             _retry_on_race(conn, functools.partial(conn.execute, statement))
             logger.info("role can log in with the configured password", extra={"role": role})
@@ -251,6 +236,7 @@ def migrate(
                 for name, path in conn.execute("SELECT name, storage_path FROM schema_migrations").fetchall()
             }
             path = _choose_path(conn, applied)
+            _refuse_changed(conn, migrations)
             logger.info(
                 "storage path: TimescaleDB"
                 if path is StoragePath.TIMESCALE
@@ -269,7 +255,6 @@ def migrate(
                 except psycopg.Error as exc:
                     raise MigrationError(f"migration {migration.name} failed: {exc}") from exc
                 done.append(migration.name)
-            _warn_changed(conn, migrations)
             _apply_storage_settings(conn, path, storage)
             _set_role_passwords(conn, role_passwords)
         finally:
@@ -301,15 +286,15 @@ def _apply_storage_settings(
     logger.info("storage settings applied", extra={"settings": storage, "storage_path": path.value})
 
 
-def _warn_changed(conn: psycopg.Connection[tuple[object, ...]], migrations: list[Migration]) -> None:
+def _refuse_changed(conn: psycopg.Connection[tuple[object, ...]], migrations: list[Migration]) -> None:
+    """An applied migration whose file has changed since is an error: the database and the code
+    disagree on the schema, and nothing is applied until the file is restored (add a new one)."""
     recorded = {str(n): str(c) for n, c in conn.execute("SELECT name, checksum FROM schema_migrations").fetchall()}
-    for migration in migrations:
-        checksum = recorded.get(migration.name)
-        if checksum is not None and checksum != migration.checksum:
-            logger.warning(
-                "an applied migration file has changed since it was applied; it is not re-run",
-                extra={"migration": migration.name},
-            )
+    changed = [m.name for m in migrations if recorded.get(m.name, m.checksum) != m.checksum]
+    if changed:
+        raise MigrationError(
+            f"applied migrations changed since they were applied: {changed}; restore them and add a new migration"
+        )
 
 
 class MigrateSettings(BaseSettings):

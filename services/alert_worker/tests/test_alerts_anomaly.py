@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from plantmon_alerts.anomaly import AnomalyModel, ModelStore
-from bench.anomaly_replay import Episode, Replay, simulate
 from plantmon_alerts.engine import Cleared, Engine, Raised
 from plantmon_alerts.rules import AnomalyRule, parse_rules
 from plantmon_common.opcua import Sample
+
+from bench.anomaly_replay import Episode, Replay, simulate
 
 SEED_A, SEED_B = 101, 202
 T0 = datetime(2026, 3, 1, tzinfo=UTC)

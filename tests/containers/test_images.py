@@ -59,6 +59,7 @@ print(json.dumps({
     "compilers": [c for c in ("gcc", "cc", "x86_64-linux-gnu-gcc", "aarch64-linux-gnu-gcc") if shutil.which(c)],
     "pip_caches": caches,
     "entry": entry.value,
+    "link": os.readlink(shutil.which("plantmon-service")),
     "modules": len(modules),
     "failed": failed,
     "foreign": [m for m in foreign if importlib.util.find_spec(m.split(".")[0]) is not None
@@ -90,7 +91,8 @@ def test_image_runs_unprivileged_with_only_its_own_packages_and_no_compiler(
     found = json.loads(result.stdout)
     assert found["compilers"] == [], f"{image} has a compiler"
     assert found["pip_caches"] == []
-    assert config["Entrypoint"] == [SCRIPT[service]] and found["entry"]
+    # services/Dockerfile's entry point links to the image's console script.
+    assert config["Entrypoint"] == ["plantmon-service"] and found["link"] == SCRIPT[service] and found["entry"]
     assert found["modules"] > 3 and found["failed"] == {}, f"{image} cannot import: {found['failed']}"
     assert found["foreign"] == [], f"{image} carries another service's packages: {found['foreign']}"
 

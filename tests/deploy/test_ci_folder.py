@@ -1,5 +1,5 @@
 """The ci/ folder (CI for a user's own forge) stays true to the repository: the multi-architecture
-bake file builds exactly the compose file's project images from the same Dockerfiles for amd64 and
+bake file builds exactly the compose file's project images from the same recipe and arguments for amd64 and
 arm64, and the GitHub Actions workflow runs the scripts .ci/run runs."""
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def resolved_targets() -> dict[str, dict[str, Any]]:
 def test_bake_builds_every_compose_image_for_amd64_and_arm64_from_its_dockerfile() -> None:
     services = yaml.safe_load(BASE.read_text(encoding="utf-8"))["services"]
     built = {
-        service["image"].replace("${PLANTMON_VERSION:-dev}", "dev"): service["build"]["dockerfile"]
+        service["image"].replace("${PLANTMON_VERSION:-dev}", "dev"): service["build"]
         for service in services.values()
         if "build" in service
     }
@@ -45,7 +45,8 @@ def test_bake_builds_every_compose_image_for_amd64_and_arm64_from_its_dockerfile
     by_tag = {target["tags"][0]: target for target in targets.values()}
     assert set(by_tag) == set(built)
     for tag, target in by_tag.items():
-        assert target["dockerfile"] == built[tag]
+        assert target["dockerfile"] == built[tag]["dockerfile"]
+        assert target["args"] == {key: str(value) for key, value in built[tag]["args"].items()}
         assert (REPO / target["dockerfile"]).is_file()
         assert target["context"] == "."
         assert sorted(target["platforms"]) == ["linux/amd64", "linux/arm64"]

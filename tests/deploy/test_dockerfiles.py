@@ -1,54 +1,48 @@
-"""Every image's Dockerfile passes hadolint and keeps the build contract: multi-stage on the pinned
-slim bookworm base, CI's install commands, a non-root user, the service's ports and a /health check."""
+"""The one image recipe (services/Dockerfile) passes hadolint and keeps the build contract:
+multi-stage on the pinned slim bookworm base, CI's install commands with the image's own lock, a
+non-root user, a /health check; and every image the compose file builds uses it, with arguments
+that match the compose service (its script, health port, and the folders its volumes mount)."""
 
 from __future__ import annotations
 
 import fnmatch
 import re
 import subprocess
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.deploy.deploy_files import REPO
+from tests.deploy.deploy_files import BASE, REPO
+
+RECIPE = REPO / "services" / "Dockerfile"
+STANDINS = sorted((REPO / "tests" / "containers" / "standins").glob("*/Dockerfile"))
 
 
 @dataclass(frozen=True)
 class Image:
-    dockerfile: str
-    sources: tuple[str, ...]
-    script: str
-    ports: tuple[int, ...]  # EXPOSEd; the last one serves /health
-    lock: str  # requirements/images/<lock>.txt: only what this image's distributions need
+    service: str  # the compose service
+    args: dict[str, str]
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return ("services/common", self.args["SERVICE_DIR"])
+
+    @property
+    def lock(self) -> str:
+        return self.args["LOCK"]
+
+
+def compose_services() -> dict[str, dict[str, object]]:
+    return yaml.safe_load(BASE.read_text(encoding="utf-8"))["services"]  # type: ignore[no-any-return]
 
 
 IMAGES = {
-    "sensors": Image(
-        "services/sensors/Dockerfile", ("services/common", "services/sensors"), "plantmon-sensors", (8080,), "sensors"
-    ),
-    "opc_server": Image(
-        "services/opc_server/Dockerfile",
-        ("services/common", "services/opc_server"),
-        "plantmon-opc-server",
-        (4840, 9101),
-        "opc-server",
-    ),
-    "opc_scraper": Image(
-        "services/opc_scraper/Dockerfile",
-        ("services/common", "services/opc_scraper"),
-        "plantmon-scraper",
-        (9102,),
-        "scraper",
-    ),
-    "alert_worker": Image(
-        "services/alert_worker/Dockerfile",
-        ("services/common", "services/alert_worker"),
-        "plantmon-alerts",
-        (9103,),
-        "alerts",
-    ),
-    "migrate": Image("db/Dockerfile", ("services/common", "db"), "plantmon-migrate", (), "migrate"),
+    name: Image(name, {k: str(v) for k, v in service["build"]["args"].items()})  # type: ignore[index]
+    for name, service in compose_services().items()
+    if "build" in service
 }
 
 
@@ -59,10 +53,10 @@ def instructions(path: Path) -> list[tuple[str, str]]:
     return [(m.group(1).upper(), m.group(2).strip()) for m in re.finditer(r"^(\w+)\s+(.*)$", joined, re.MULTILINE)]
 
 
-@pytest.mark.parametrize("name", sorted(IMAGES))
-def test_dockerfile_passes_hadolint(hadolint: str, name: str) -> None:
+@pytest.mark.parametrize("path", [RECIPE, *STANDINS], ids=lambda p: str(p.relative_to(REPO)))
+def test_dockerfile_passes_hadolint(hadolint: str, path: Path) -> None:
     result = subprocess.run(
-        [hadolint, "--no-color", "--failure-threshold", "info", str(REPO / IMAGES[name].dockerfile)],
+        [hadolint, "--no-color", "--failure-threshold", "info", str(path)],
         capture_output=True,
         text=True,
         timeout=120,
@@ -71,40 +65,66 @@ def test_dockerfile_passes_hadolint(hadolint: str, name: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("name", sorted(IMAGES))
-def test_image_builds_a_venv_with_ci_commands_and_runs_it_slim_and_unprivileged(name: str) -> None:
-    image = IMAGES[name]
-    steps = instructions(REPO / image.dockerfile)
-    args = {key: value for key, value in steps if key == "ARG"}
-    assert re.fullmatch(r"PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", args["ARG"])
+def test_the_recipe_builds_a_venv_with_ci_commands_and_runs_it_slim_and_unprivileged() -> None:
+    steps = instructions(RECIPE)
+    args = [value for key, value in steps if key == "ARG"]
+    assert re.fullmatch(r"PYTHON_IMAGE=python:3\.11\.\d+-slim-bookworm(@sha256:[0-9a-f]{64})?", args[0])
     stages = [value for key, value in steps if key == "FROM"]
     assert stages == ["${PYTHON_IMAGE} AS builder", "${PYTHON_IMAGE} AS runtime"]
     runs = " ".join(value for key, value in steps if key == "RUN")
-    assert f"pip install --no-cache-dir --require-hashes -r requirements/images/{image.lock}.txt" in runs
-    installs = " ".join(f"./{source}" for source in image.sources)
-    assert f"pip install --no-cache-dir --no-deps {installs}" in runs
-    runtime = steps[[key for key, _ in steps].index("FROM", 1) :]
+    assert "pip install --no-cache-dir --require-hashes -r requirements/images/${LOCK}.txt" in runs
+    assert "pip install --no-cache-dir --no-deps ./services/common ./${SERVICE_DIR}" in runs
+    runtime = steps[[i for i, (key, _) in enumerate(steps) if key == "FROM"][1] :]
     assert ("COPY", "--from=builder /opt/venv /opt/venv") in runtime
+    assert not any(key == "COPY" and "--from" not in value for key, value in runtime), "only the venv"
     users = [value for key, value in runtime if key == "USER"]
     assert users and users[-1].split(":")[0] not in {"0", "root"}
-    assert ("ENTRYPOINT", f'["{image.script}"]') in runtime
+    assert ("ENTRYPOINT", '["plantmon-service"]') in runtime
+    check = dict(runtime)["HEALTHCHECK"]
+    assert '"python", "-c"' in check and "urllib.request.urlopen" in check and "/health" in check
 
 
-@pytest.mark.parametrize("name", sorted(set(IMAGES) - {"migrate"}))
-def test_service_image_exposes_its_ports_and_checks_its_health_endpoint(name: str) -> None:
-    image = IMAGES[name]
-    steps = dict(instructions(REPO / image.dockerfile))
-    assert sorted(int(port) for port in steps["EXPOSE"].split()) == sorted(image.ports)
-    check = steps["HEALTHCHECK"]
-    assert '"python", "-c"' in check and "urllib.request.urlopen" in check
-    assert f"'{image.ports[-1]}') + '/health'" in check
+def test_there_is_one_recipe() -> None:
+    recipes = sorted(str(p.relative_to(REPO)) for p in REPO.glob("*/**/Dockerfile") if "node_modules" not in p.parts)
+    assert [r for r in recipes if not r.startswith("tests/containers/standins/")] == ["services/Dockerfile"]
 
 
-def test_sensors_image_has_the_numba_cache_folder_and_portaudio() -> None:
-    text = (REPO / IMAGES["sensors"].dockerfile).read_text(encoding="utf-8")
-    assert "NUMBA_CACHE_DIR=/var/cache/plantmon/numba" in text
-    assert re.search(r"install -d -o plantmon -g plantmon .*/var/cache/plantmon/numba", text)
-    assert "libportaudio2" in text and "rm -rf /var/lib/apt/lists/*" in text
+def console_scripts(source_dir: str) -> dict[str, str]:
+    project = tomllib.loads((REPO / source_dir / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return dict(project.get("scripts", {}))
+
+
+@pytest.mark.parametrize("name", sorted(IMAGES))
+def test_image_arguments_match_its_compose_service(name: str) -> None:
+    image, service = IMAGES[name], compose_services()[name]
+    build = service["build"]
+    assert build["context"] == "." and build["dockerfile"] == "services/Dockerfile"  # type: ignore[index]
+    assert set(image.args) <= {
+        "SERVICE_DIR", "LOCK", "SCRIPT", "BUILD_PACKAGES", "RUNTIME_PACKAGES", "DATA_DIRS",
+        "HEALTH_PORT_VAR", "HEALTH_PORT",
+    }  # fmt: skip
+    assert image.args["SCRIPT"] in console_scripts(image.args["SERVICE_DIR"])
+    assert (REPO / "requirements" / "images" / f"{image.lock}.txt").is_file()
+    # Every named volume the service mounts is a folder the image made for its user.
+    mounts = [str(v).split(":")[1] for v in service.get("volumes", []) if not str(v).startswith(("/", "."))]  # type: ignore[union-attr]
+    assert set(mounts) <= set(image.args.get("DATA_DIRS", "").split()), f"{name}: volumes {mounts}"
+    # The image's healthcheck asks the port the compose service's own healthcheck asks.
+    port_var, port = image.args.get("HEALTH_PORT_VAR", ""), image.args.get("HEALTH_PORT", "")
+    health = service.get("healthcheck", {})
+    if health.get("disable"):  # type: ignore[union-attr]
+        assert (port_var, port) == ("", ""), "a job has no port to probe"
+    else:
+        test = " ".join(health["test"])  # type: ignore[index]
+        assert f"os.environ.get('{port_var}', '{port}')" in test
+        assert port_var in service["environment"]  # type: ignore[operator]
+
+
+def test_sensors_image_has_a_compiler_only_in_the_builder_and_portaudio_and_the_numba_cache() -> None:
+    args = IMAGES["sensors"].args
+    assert args["BUILD_PACKAGES"].split() == ["gcc", "libc6-dev"]
+    assert args["RUNTIME_PACKAGES"].split() == ["libportaudio2"]
+    assert "/var/cache/plantmon/numba" in args["DATA_DIRS"].split()
+    assert all("BUILD_PACKAGES" not in image.args for name, image in IMAGES.items() if name != "sensors")
 
 
 def dockerignore_excludes(path: str) -> bool:
@@ -130,11 +150,8 @@ def dockerignore_excludes(path: str) -> bool:
 def test_dockerignore_sends_what_the_images_copy_and_nothing_private() -> None:
     needed = {"services/common/src/plantmon_common/tags.py"}
     for image in IMAGES.values():
-        for key, value in instructions(REPO / image.dockerfile):
-            if key == "COPY" and not value.startswith("--from"):
-                source = value.split()[0]
-                needed.add(source if "." in Path(source).name else f"{source}/pyproject.toml")
-    assert {f"requirements/images/{image.lock}.txt" for image in IMAGES.values()} <= needed
+        needed.add(f"requirements/images/{image.lock}.txt")
+        needed.update(f"{source}/pyproject.toml" for source in image.sources)
     for path in sorted(needed):
         assert not dockerignore_excludes(path), path
     for private in (".env", ".git/config", ".venv/bin/python", "services/sensors/tests/test_x.py", "docs/a.md"):

@@ -35,7 +35,31 @@ from plantmon_dev.procs import is_root, wait_until
 logger = logging.getLogger(__name__)
 
 BASE_IMAGE = "plantmon-ci/bookworm-python:3.11"
-DEBIAN_MIRROR = os.environ.get("PLANTMON_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+
+
+def debian_mirror() -> str:
+    """``PLANTMON_DEBIAN_MIRROR``, else the Debian archive this machine's apt already uses (the first
+    ``URIs:`` of a deb822 source or ``deb`` line that serves a ``bookworm`` suite)."""
+    if os.environ.get("PLANTMON_DEBIAN_MIRROR"):
+        return os.environ["PLANTMON_DEBIAN_MIRROR"]
+    apt = Path("/etc/apt")
+    for path in sorted(apt.glob("sources.list.d/*.sources")):
+        for stanza in path.read_text(encoding="utf-8", errors="replace").split("\n\n"):
+            fields = dict(
+                line.split(":", 1) for line in stanza.splitlines() if ":" in line and not line.startswith("#")
+            )
+            uris = fields.get("URIs", "").split()
+            if uris and "bookworm" in fields.get("Suites", "").split() and "deb" in fields.get("Types", "").split():
+                return uris[0]
+    for path in [apt / "sources.list", *sorted(apt.glob("sources.list.d/*.list"))]:
+        if path.exists():
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                words = line.split()
+                if len(words) >= 3 and words[0] == "deb" and "bookworm" in words:
+                    return next(word for word in words[1:] if "://" in word)
+    raise EngineError("no Debian bookworm archive in /etc/apt: set PLANTMON_DEBIAN_MIRROR to one")
+
+
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 DEFAULT_DATA_ROOT = Path(os.environ.get("PLANTMON_DOCKER_DATA_ROOT", "/var/lib/plantmon-ci/docker"))
 
@@ -171,7 +195,7 @@ class DockerEngine:
                     "--include=python3,python3-venv,ca-certificates",
                     "bookworm",
                     str(rootfs),
-                    DEBIAN_MIRROR,
+                    debian_mirror(),
                 ],
                 check=True,
                 capture_output=True,

@@ -18,7 +18,7 @@ import psycopg
 from plantmon_dev.docker_engine import DockerEngine
 from plantmon_dev.procs import wait_until
 
-from tests.deploy.deploy_files import BASE, REPO, SIM
+from tests.deploy.deploy_files import BASE, EXPECTED_PROFILES, JOBS, REPO, SIM
 
 logger = logging.getLogger(__name__)
 
@@ -26,24 +26,7 @@ CI_OVERRIDE = Path(__file__).resolve().parent / "docker-compose.ci.yaml"
 # No stand-in can be built from Debian's packages for these: the tests leave them out.
 LEFT_OUT = frozenset({"grafana", "cadvisor"})
 # What each profile starts (README's table), less LEFT_OUT.
-PROFILE_SERVICES = {
-    "fullstack": {
-        "db",
-        "migrate",
-        "sensors",
-        "nginx",
-        "opc_server",
-        "opc_scraper",
-        "alert_worker",
-        "prometheus",
-        "node-exporter",
-        "postgres-exporter",
-    },
-    "infrastructure": {"db", "migrate", "prometheus", "node-exporter", "postgres-exporter"},
-    "opc": {"db", "migrate", "sensors", "nginx", "opc_server", "opc_scraper"},
-    "sensors_only": {"sensors", "nginx"},
-}
-JOBS = frozenset({"migrate"})
+PROFILE_SERVICES = {profile: services - LEFT_OUT for profile, services in EXPECTED_PROFILES.items()}
 # Built by the CI override: the project's images and the stand-ins for third-party ones.
 ALL_BUILT = PROFILE_SERVICES["fullstack"]
 PROJECT_IMAGES = {

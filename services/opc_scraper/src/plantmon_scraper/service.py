@@ -71,7 +71,7 @@ class Scraper:
         self.metrics.opcua_connected.set(1 if connected else 0)
         if not connected:
             self.store.release_held()
-            if self._was_connected and self._lost_at is None:
+            if self._was_connected and self._lost_at is None and not self._stop.is_set():
                 self._lost_at = time.monotonic()
                 self.metrics.opcua_gaps.inc()
                 logger.warning("OPC UA subscription lost: nothing is sampled until it is back (a gap)")

@@ -62,6 +62,8 @@ RETURNING path, id
 
 LAST_STORED = "SELECT t.path, (SELECT max(s.time) FROM samples s WHERE s.tag_id = t.id) FROM tags t"
 
+LIVE_KEYS_MAX = 200_000
+"""Live samples remembered during a backfill (beyond it, an overlap is only a duplicate the key absorbs)."""
 PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 COPY_TRAILER = b"\xff\xff"
@@ -179,6 +181,9 @@ class SampleStore:
         self._overflow: list[Sample] = []
         self._holding = False
         self._held: list[Sample] = []
+        # (path, source time) of the live samples that arrived while the backfill ran; the
+        # history it reads leaves those out, so a value is not delivered both ways.
+        self._live_keys: set[tuple[str, datetime]] | None = None
         self._known_before: dict[str, datetime] = {}
         self._retry_at = 0.0
         self._retry_delay = settings.retry_initial_s
@@ -219,6 +224,9 @@ class SampleStore:
         """The subscriber's batch sink (one publish response): like :meth:`put` for each, in order."""
         self.metrics.notifications.inc(len(samples))
         self._note_many(samples)
+        live = self._live_keys
+        if live is not None and len(live) < LIVE_KEYS_MAX:
+            live.update((s.path, s.source_time) for s in samples)
         if self._holding:
             self._held.extend(samples)
             if len(self._held) > self.settings.queue_max:
@@ -301,6 +309,7 @@ class SampleStore:
             # what the new subscription delivers is held until the history before it is queued.
             self._known_before = dict(self.newest_by_tag)
             self._holding = True
+            self._live_keys = set()
         await self.register(tags)
 
     async def on_tags_added(self, client: Client, tags: Sequence[DiscoveredTag]) -> None:
@@ -331,6 +340,7 @@ class SampleStore:
         try:
             await self.backfill(client, tags)
         finally:
+            self._live_keys = None
             self._release_held()
 
     async def _backfill_starts(self, tags: Sequence[DiscoveredTag]) -> dict[str, datetime]:
@@ -375,8 +385,14 @@ class SampleStore:
         started = time.monotonic()
         await asyncio.gather(*(read(tag) for tag in tags))
         total = 0
+        live = self._live_keys or set()
+        overlap = 0
         for tag in tags:
             history = results.get(tag.path, [])
+            if live:
+                kept = [s for s in history if (s.path, s.source_time) not in live]
+                overlap += len(history) - len(kept)
+                history = kept
             if history:
                 self._note_many(history)
                 self._enqueue_many(history)
@@ -390,7 +406,12 @@ class SampleStore:
             )
         logger.info(
             "backfill done",
-            extra={"tags": len(tags), "samples": total, "seconds": round(time.monotonic() - started, 2)},
+            extra={
+                "tags": len(tags),
+                "samples": total,
+                "live_meanwhile": overlap,
+                "seconds": round(time.monotonic() - started, 2),
+            },
         )
         return total
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
-from plantmon_db.migrate import ROLES, MigrationError, StoragePath, load_migrations, migrate
+from plantmon_db.migrate import ROLES, Migration, MigrationError, StoragePath, load_migrations, migrate
 from plantmon_dev.postgres import PostgresCluster
 from psycopg import sql
 
@@ -35,6 +35,31 @@ def test_migration_files_are_ordered_and_split_by_storage_path() -> None:
     assert any(m.only is StoragePath.TIMESCALE for m in migrations)
     assert any(m.only is StoragePath.PLAIN for m in migrations)
     assert "0001_timescaledb.timescale" not in PLAIN_MIGRATIONS
+
+
+def test_statements_outside_the_transaction_split_where_postgresql_would(pg_env: dict[str, str]) -> None:
+    """A ";" in a dollar-quoted body, a string or a comment does not end a statement; each piece
+    runs on its own (autocommit, as the runner does)."""
+    body = (
+        "CREATE TABLE split_check (note text);\n"
+        "-- plantmon:outside-transaction\n"
+        "-- a comment; with a semicolon\n"
+        "DO $$\nBEGIN\n  INSERT INTO split_check VALUES ('in a body;');\n"
+        "  INSERT INTO split_check VALUES ('second;\n');\nEND\n$$;\n"
+        "INSERT INTO split_check VALUES ($tag$a; b$tag$); INSERT INTO split_check VALUES ('x');\n"
+        "/* a block comment; */\n"
+    )
+    migration = Migration(99, "0099_split_check", None, body)
+    statements = migration.outside_statements
+    assert len(statements) == 3, statements
+    assert statements[0].rstrip(";").endswith("$$")
+    with psycopg.connect(superuser(pg_env), autocommit=True) as conn:
+        conn.execute(migration.transactional_sql.encode())
+        for statement in statements:
+            conn.execute(statement.encode())
+        notes = [r[0] for r in conn.execute("SELECT note FROM split_check ORDER BY note").fetchall()]
+        conn.execute("DROP TABLE split_check")
+    assert notes == sorted(["in a body;", "second;\n", "a; b", "x"])
 
 
 def test_migrations_apply_on_plain_postgresql_and_create_the_schema(pg_env: dict[str, str]) -> None:

@@ -29,6 +29,7 @@ from enum import StrEnum
 from importlib import resources
 
 import psycopg
+import sqlparse
 from plantmon_common.logging import setup_logging
 from plantmon_common.settings import DatabaseSettings, PlaceholderSecretError, require_secret
 from psycopg import sql
@@ -95,8 +96,10 @@ class Migration:
         parts = self.sql.split(OUTSIDE_TRANSACTION_MARKER, 1)
         if len(parts) == 1:
             return []
-        lines = [line for line in parts[1].splitlines() if not line.lstrip().startswith("--")]
-        return [stmt.strip() for stmt in re.split(r";\s*(?:\n|$)", "\n".join(lines)) if stmt.strip()]
+        # sqlparse's tokenizer knows quoted strings, dollar-quoted bodies and comments, so a ";"
+        # inside any of them does not end a statement; comment-only pieces are left out.
+        statements = (stmt.strip() for stmt in sqlparse.split(parts[1]))
+        return [stmt for stmt in statements if sqlparse.format(stmt, strip_comments=True).strip()]
 
 
 def load_migrations() -> list[Migration]:

@@ -41,3 +41,7 @@ def test_alerts_anomaly() -> None:
 
 def test_scraper_throughput() -> None:
     assert run_smoke("scraper_throughput") == 0
+
+
+def test_health_server() -> None:
+    assert run_smoke("health_server") == 0

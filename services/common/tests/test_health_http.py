@@ -7,13 +7,16 @@ import gzip
 import json
 import subprocess
 import sys
+import time
 from typing import Any
 
 import httpx
 import pytest
-from plantmon_common.health_http import MAX_HEADER_BYTES, serve_health
+from plantmon_common.health_http import MAX_HEADER_BYTES, LoopLag, serve_health
 from plantmon_common.metrics import new_registry
 from prometheus_client import Counter
+
+from services.opc_scraper.tests.support import wait_for
 
 State = dict[str, Any]
 
@@ -51,7 +54,9 @@ async def test_health_follows_the_check_and_metrics_expose_the_registry() -> Non
     ):
         response = await client.get("/health")
         assert response.status_code == 200
-        assert response.json() == {"status": "ok", "queue_depth": 7}
+        body = response.json()
+        assert {k: v for k, v in body.items() if not k.startswith("loop_lag")} == {"status": "ok", "queue_depth": 7}
+        assert 0 <= body["loop_lag_s"] <= body["loop_lag_max_s"] or body["loop_lag_s"] == body["loop_lag_max_s"] == 0
         state["ok"] = False
         response = await client.get("/health")
         assert response.status_code == 503
@@ -73,6 +78,34 @@ async def test_health_follows_the_check_and_metrics_expose_the_registry() -> Non
         assert openmetrics.headers["content-type"].startswith("application/openmetrics-text")
         assert openmetrics.headers["content-encoding"] == "gzip"
         assert openmetrics.text.rstrip().endswith("# EOF")  # httpx decoded the gzip body
+
+
+async def test_health_reports_how_long_the_event_loop_was_held() -> None:
+    """A stall of the loop shows in ``/health`` as the last minute's worst lag, and goes to the hook."""
+    seen: list[float] = []
+    async with (
+        serve_health("test", make_registry(), lambda: (True, {}), "127.0.0.1", 0, on_loop_lag=seen.append) as server,
+        httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client,
+    ):
+        await wait_for(lambda: len(seen) >= 1, what="a first loop probe")
+        time.sleep(0.3)  # the stall under test: hold the event loop
+        await wait_for(lambda: max(seen) >= 0.25, what="the probe that saw the stall")
+        body = (await client.get("/health")).json()
+    assert body["loop_lag_max_s"] >= 0.25
+    assert body["loop_lag_s"] <= body["loop_lag_max_s"]
+
+
+def test_loop_lag_keeps_the_worst_of_the_last_minute_only() -> None:
+    lag = LoopLag()
+    lag.record(0.0, 0.5)
+    lag.record(30.0, 0.1)
+    assert (lag.last, lag.recent_max) == (0.1, 0.5)
+    lag.record(61.0, 0.05)
+    assert lag.recent_max == 0.1
+    lag.record(62.0, 0.2)
+    assert lag.recent_max == 0.2
+    lag.record(200.0, 0.0)
+    assert (lag.last, lag.recent_max) == (0.0, 0.0)
 
 
 async def test_bad_requests_get_a_status_and_a_reason() -> None:

@@ -1,9 +1,14 @@
 """``/health`` and ``/metrics`` on asyncio's own streams, for services that serve nothing else.
 
-The OPC UA server and the scraper need two read-only routes, not a web framework: FastAPI,
+Hand-written, measured by ``bench.health_server`` (docs/benchmarks.md, *The health server*):
+the OPC UA server and the scraper need two read-only routes, not a web framework: FastAPI,
 Starlette and uvicorn cost about 11 MiB of RSS per process to import, a tenth of the scraper's
-budget. This server speaks the HTTP/1.1 subset those two routes need and answers everything
-else with a clear status: ``GET``/``HEAD`` only (405 with ``Allow`` otherwise), 404 for other
+budget. prometheus-client's own WSGI server in a thread costs about 0.5 MiB more than this one
+and answers a POST or a 20 KiB header with 200, a malformed request line with an HTML page and a
+stalled request with nothing, so matching this behaviour would take as much code as this.
+
+This server speaks the HTTP/1.1 subset those two routes need and answers everything else with
+a clear status: ``GET``/``HEAD`` only (405 with ``Allow`` otherwise), 404 for other
 paths, 400 for a malformed request line or header, 431 for headers over 16 KiB, 408 when the
 request does not arrive within 10 s (nor is an answer left unread for longer). Every response
 closes its connection (Prometheus and the compose health checks open one per scrape); after an
@@ -11,7 +16,9 @@ error the server waits up to 2 s for the client to close first, so an unread req
 not turn the answer into a connection reset. ``/metrics`` honours the scraper's ``Accept``
 header (Prometheus text or OpenMetrics) and ``Accept-Encoding: gzip`` like prometheus-client's
 own exposition; ``/health`` is JSON, 200 when healthy and 503 otherwise, like
-:func:`plantmon_common.service.health_app`.
+:func:`plantmon_common.service.health_app`, and says how late the event loop runs
+(``loop_lag_s``: the last probe, ``loop_lag_max_s``: the worst of the last minute), since every
+request of the service waits that long.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import contextlib
 import gzip
 import json
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from http import HTTPStatus
 from typing import Any
@@ -37,6 +45,45 @@ MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADERS = 100
 REQUEST_TIMEOUT_S = 10.0
 LINGER_S = 2.0
+
+
+LOOP_PROBE_INTERVAL_S = 0.1
+LOOP_LAG_WINDOW_S = 60.0
+
+
+class LoopLag:
+    """How late a short timer of the running event loop fires: the time other work held the loop."""
+
+    def __init__(self, interval_s: float = LOOP_PROBE_INTERVAL_S, on_lag: Callable[[float], None] | None = None):
+        self.interval_s = interval_s
+        self.on_lag = on_lag
+        self.last = 0.0
+        self._recent: deque[tuple[float, float]] = deque()  # (loop time, lag), a falling maximum
+
+    @property
+    def recent_max(self) -> float:
+        """The longest lag of the last :data:`LOOP_LAG_WINDOW_S` seconds."""
+        return self._recent[0][1] if self._recent else 0.0
+
+    def record(self, now: float, lag: float) -> None:
+        self.last = lag
+        recent = self._recent
+        while recent and recent[-1][1] <= lag:
+            recent.pop()
+        recent.append((now, lag))
+        while recent[0][0] < now - LOOP_LAG_WINDOW_S:
+            recent.popleft()
+        if self.on_lag is not None:
+            self.on_lag(lag)
+
+    async def watch(self) -> None:
+        """Probe until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(self.interval_s)
+            now = loop.time()
+            self.record(now, max(0.0, now - started - self.interval_s))
 
 
 class BadRequest(Exception):
@@ -58,6 +105,7 @@ class HealthServer:
         self.request_timeout_s = request_timeout_s
         self.registry = registry
         self.health = health
+        self.loop_lag = LoopLag()
         self.server: asyncio.Server | None = None
 
     @property
@@ -118,7 +166,8 @@ class HealthServer:
             return status, content_type, body, {**extra, "Allow": "GET, HEAD"}
         if route == "/health":
             ok, details = self.health()
-            body = json.dumps({"status": "ok" if ok else "degraded", **details}, default=str).encode()
+            lag = {"loop_lag_s": round(self.loop_lag.last, 4), "loop_lag_max_s": round(self.loop_lag.recent_max, 4)}
+            body = json.dumps({"status": "ok" if ok else "degraded", **details, **lag}, default=str).encode()
             return (HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE), "application/json", body, {}
         encoder, content_type = choose_encoder(headers.get("accept", ""))
         body = encoder(self.registry)
@@ -183,13 +232,20 @@ async def serve_health(
     port: int,
     *,
     request_timeout_s: float = REQUEST_TIMEOUT_S,
+    on_loop_lag: Callable[[float], None] | None = None,
 ) -> AsyncIterator[HealthServer]:
-    """Serve ``/health`` and ``/metrics`` on ``host:port`` for the duration of the block."""
+    """Serve ``/health`` and ``/metrics`` on ``host:port`` for the duration of the block, and probe
+    the event loop's lag meanwhile (``on_loop_lag`` gets every probe, e.g. for a histogram)."""
     server = HealthServer(title, registry, health, request_timeout_s)
+    server.loop_lag.on_lag = on_loop_lag
     server.server = await asyncio.start_server(server.handle, host, port, limit=MAX_HEADER_BYTES)
     logger.info("HTTP listening", extra={"service": title, "host": host, "port": server.port})
+    probe = asyncio.create_task(server.loop_lag.watch(), name="loop-lag")
     try:
         yield server
     finally:
+        probe.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await probe
         server.server.close()
         await server.server.wait_closed()

@@ -11,6 +11,10 @@ fails that COPY as a whole and goes through a per-connection TEMP staging table 
 A failed write sends its batch to the spool, and every later batch follows it there until the
 spool is empty again: the spool is replayed oldest first whenever the database takes writes,
 with backoff between attempts while it does not. The database state is logged once per change.
+
+Hand-written where ``bench.scraper_throughput`` measured the library path as too slow
+(docs/benchmarks.md, *Scraper and storage*, run E): :func:`encode_copy` instead of psycopg's
+``write_row`` and :class:`SampleQueue` instead of ``asyncio.Queue``.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ from asyncua.crypto.truststore import TrustStore
 from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
 from asyncua.server.user_managers import UserManager
 from cryptography import x509
-from plantmon_common.health_http import serve_health
+from plantmon_common.health_http import LOOP_PROBE_INTERVAL_S, serve_health
 from plantmon_common.metrics import new_registry
 from plantmon_common.opcua import ensure_certificate
 from plantmon_common.tags import TagMeta
@@ -47,7 +47,6 @@ BULK_TAGS = 500
 # Values written per step of a poll before the event loop is given back (with 5,000 monitored
 # items a step of 1,000 subscribed writes held the loop for about 160 ms).
 WRITE_BATCH = 250
-LOOP_PROBE_INTERVAL_S = 0.1
 
 
 @contextlib.contextmanager
@@ -180,6 +179,7 @@ class PlantServer:
         self.poller = SensorPoller(settings.sensors_url, settings.poll_timeout_s, settings.sensors_ca_file)
         self.first_good = asyncio.Event()
         self.history: PlantHistory | None = None
+        self._longest_lag = 0.0
 
     async def start(self) -> None:
         s = self.settings
@@ -414,18 +414,13 @@ class PlantServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=delay)
 
-    async def watch_loop_lag(self, stop: asyncio.Event) -> None:
-        """Measure how long other work holds the event loop (sessions wait that long)."""
-        loop = asyncio.get_running_loop()
-        longest = 0.0
-        while not stop.is_set():
-            started = loop.time()
-            await asyncio.sleep(LOOP_PROBE_INTERVAL_S)
-            lag = max(0.0, loop.time() - started - LOOP_PROBE_INTERVAL_S)
-            self.metrics.loop_lag.observe(lag)
-            if lag > longest:
-                longest = lag
-                self.metrics.loop_lag_max.set(lag)
+    def record_loop_lag(self, lag: float) -> None:
+        """Every probe of the HTTP side's loop-lag watch: how long other work held the event loop
+        (sessions wait that long)."""
+        self.metrics.loop_lag.observe(lag)
+        if lag > self._longest_lag:
+            self._longest_lag = lag
+            self.metrics.loop_lag_max.set(lag)
 
     def health_report(self) -> tuple[bool, dict[str, Any]]:
         h = self.health
@@ -448,17 +443,20 @@ async def running_server(
     plant = PlantServer(settings, registry)
     await plant.start()
     poll_task = asyncio.create_task(plant.poll_forever(stop), name="poll")
-    lag_task = asyncio.create_task(plant.watch_loop_lag(stop), name="loop-lag")
     try:
         async with serve_health(
-            "plantmon OPC UA server", plant.registry, plant.health_report, settings.http_host, settings.http_port
+            "plantmon OPC UA server",
+            plant.registry,
+            plant.health_report,
+            settings.http_host,
+            settings.http_port,
+            on_loop_lag=plant.record_loop_lag,
         ) as http:
             plant.http_port = http.port  # type: ignore[attr-defined]
             yield plant
     finally:
         stop.set()
         await poll_task
-        await lag_task
         await plant.stop()
 
 

@@ -59,10 +59,11 @@ def previous_tree(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     tree = tmp_path_factory.mktemp("previous") / "tree"
     added = git("worktree", "add", "--detach", str(tree), commit)
     assert added.returncode == 0, added.stderr
-    # The CI-only stand-ins are built from this tree; the old one may predate them.
+    # The CI-only override is this commit's, so its stand-ins are too (the old tree may predate
+    # them or lay them out differently).
     standins = tree / "tests" / "containers" / "standins"
-    if not standins.exists():
-        shutil.copytree(REPO / "tests" / "containers" / "standins", standins)
+    shutil.rmtree(standins, ignore_errors=True)
+    shutil.copytree(REPO / "tests" / "containers" / "standins", standins)
     try:
         yield tree
     finally:

@@ -36,6 +36,7 @@ from typing import Any
 import httpx
 from asyncua import Client, Node, ua
 from plantmon_common.opcua import OpcUaClientSettings, OpcUaError, connect
+from plantmon_common.opcua.asyncua_private import make_monitored_item_request
 from plantmon_dev.procs import free_port, stop_process, wait_for_port
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
@@ -240,14 +241,7 @@ async def subscribe_all(client: Client, tags: int, counter: Counter, publishing_
     sub = await client.create_subscription(params, counter)
     mfilter = ua.DataChangeFilter(Trigger=ua.DataChangeTrigger.StatusValueTimestamp)
     requests = [
-        sub._make_monitored_item_request(
-            Node(client.uaclient, ua.NodeId(tag_path(i), ns)),
-            ua.AttributeIds.Value,
-            mfilter,
-            100,
-            ua.MonitoringMode.Reporting,
-            0,
-        )
+        make_monitored_item_request(sub, Node(client.uaclient, ua.NodeId(tag_path(i), ns)), mfilter, 100, 0)
         for i in range(tags)
     ]
     for start in range(0, len(requests), SUBSCRIBE_CHUNK):

@@ -18,13 +18,14 @@
 
 The scraper takes one OPC UA endpoint, so each step has one load server; it is made fast enough
 by writing into asyncua's address space below ``write_attribute_value`` with a lean monitored
-item path (see :func:`_lean_load_server`), in its own process. CPU of every process (clients,
-load server, PostgreSQL) and of the whole machine is read from ``/proc`` over each window; on
-this 2-core machine they share the cores, so a step where the machine is busy is reported as
-such. The OPC UA leg uses SecurityPolicy None for both clients (the load is the same for both;
-the production endpoint encrypts). The source-to-commit latency is observed by polling a few
-tags every 50 ms, so it is pessimistic by up to 50 ms. The scraper's backfill is off (the load
-server keeps no history). ``BENCH_PYSPY=<file>`` records a py-spy profile of the scraper.
+item path (see :func:`plantmon_common.opcua.asyncua_private.install_lean_datachange_callback`),
+in its own process. CPU of every process (clients, load server, PostgreSQL) and of the whole
+machine is read from ``/proc`` over each window; on this 2-core machine they share the cores, so
+a step where the machine is busy is reported as such. The OPC UA leg uses SecurityPolicy None
+for both clients (the load is the same for both; the production endpoint encrypts). The
+source-to-commit latency is observed by polling a few tags every 50 ms, so it is pessimistic by
+up to 50 ms. The scraper's backfill is off (the load server keeps no history).
+``BENCH_PYSPY=<file>`` records a py-spy profile of the scraper.
 """
 
 from __future__ import annotations
@@ -60,41 +61,6 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 # -- the load server (its own process) ---------------------------------------------------------
 
 
-def _lean_load_server() -> None:
-    """Cut asyncua's per-write overhead in this (load server) process only.
-
-    Profiled at 2,000 tags, the stock write path spent about 60 us per value: a deep copy of
-    every DataValue per monitored item, a default ``MonitoredItemNotification()`` (which builds a
-    default DataValue and Variant) before overwriting both fields, and the type checks of
-    ``write_attribute_value``. Every value this server writes is a fresh DataValue with a new
-    SourceTimestamp that it never changes, and neither client uses a deadband, so the copy and the
-    change test always end the same way; skipping them changes nothing on the wire.
-    """
-    from asyncua import ua
-    from asyncua.server.monitored_item_service import MonitoredItemService
-
-    stock = MonitoredItemService.datachange_callback
-
-    async def lean(
-        self: MonitoredItemService, handle: int, value: ua.DataValue, error: ua.StatusCode | None = None
-    ) -> None:
-        if error:
-            await stock(self, handle, value, error)
-            return
-        mid = self._monitored_datachange[handle]
-        mdata = self._monitored_items[mid]
-        if mdata.mode == ua.MonitoringMode.Disabled:
-            return
-        mdata.mvalue.old_dvalue = mdata.mvalue.current_dvalue
-        mdata.mvalue.current_dvalue = value
-        event = object.__new__(ua.MonitoredItemNotification)
-        event.ClientHandle = mdata.client_handle  # type: ignore[assignment]
-        event.Value = value
-        await self.isub.enqueue_datachange_event(mid, event, mdata.queue_size)
-
-    MonitoredItemService.datachange_callback = lean  # type: ignore[method-assign]
-
-
 def _double_value(value: float, stamp: datetime, good: object) -> object:
     """``ua.DataValue(ua.Variant(value, Double), StatusCode=good, Source/ServerTimestamp=stamp)``
     without the dataclass ``__init__``/``__post_init__`` work (the same fields, the same bytes)."""
@@ -123,8 +89,9 @@ async def serve(port: int, tags: int, hz: float) -> None:
     """
     from asyncua import Server, ua
     from asyncua.ua.ua_binary import struct_to_binary
+    from plantmon_common.opcua.asyncua_private import install_lean_datachange_callback
 
-    _lean_load_server()
+    install_lean_datachange_callback()
     server = Server()
     await server.init()
     server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/freeopcua/server/")
@@ -138,7 +105,7 @@ async def serve(port: int, tags: int, hz: float) -> None:
         var = await load.add_variable(ua.NodeId(path, ns), ua.QualifiedName(f"Tag_{i}", ns), 0.0)
         nodes.append(var.nodeid)
     aspace = server.iserver.aspace
-    attributes = [aspace._nodes[node].attributes[ua.AttributeIds.Value] for node in nodes]
+    attributes = [aspace[node].attributes[ua.AttributeIds.Value] for node in nodes]
     good = ua.StatusCode()
     probe_time = datetime.now(UTC)
     stock_value = ua.DataValue(
@@ -213,9 +180,11 @@ async def bare(url: str, warmup: float, window: float, batched: bool) -> None:
         handler = Handler()
         sub = await client.create_subscription(params, handler)
         if batched:
-            sub._explode_datachange = handler.datachange_batch  # type: ignore[method-assign]
+            from plantmon_common.opcua.asyncua_private import batch_datachanges
+            from plantmon_common.opcua.publish import publish_loop
+
+            batch_datachanges(sub, handler.datachange_batch)
             # The same session as the scraper's: as many Publish requests in flight.
-            from plantmon_common.opcua import publish_loop
             from plantmon_scraper.settings import ScraperOpcUaSettings
 
             for _ in range(ScraperOpcUaSettings().publish_requests - 1):

@@ -17,6 +17,7 @@ import psycopg
 import pytest
 from asyncua import ua
 from plantmon_common.metrics import new_registry
+from plantmon_common.opcua import asyncua_private
 from plantmon_db.migrate import migrate
 from plantmon_dev.postgres import PostgresCluster, ephemeral_cluster
 from plantmon_dev.procs import free_port
@@ -277,11 +278,11 @@ async def test_subscription_parameters_reach_the_server(
         ours = [
             sub
             for sub in plant_server.server.iserver.subscription_service.subscriptions.values()
-            if any(m.queue_size == 7 for m in sub.monitored_item_srv._monitored_items.values())
+            if any(m.queue_size == 7 for m in asyncua_private.monitored_items(sub.monitored_item_srv))
         ]
         assert len(ours) == 1
         assert ours[0].data.RevisedPublishingInterval == 120.0
-        items = list(ours[0].monitored_item_srv._monitored_items.values())
+        items = asyncua_private.monitored_items(ours[0].monitored_item_srv)
         assert len(items) == len(TAG_PATHS)
         for item in items:
             assert item.queue_size == 7
@@ -293,7 +294,11 @@ async def test_subscription_parameters_reach_the_server(
 def queued_publish_requests(server: PlantServer) -> list[int]:
     """Publish requests each client connection of ``server`` has waiting at the server."""
     assert server.server is not None
-    return [len(c.processor._publish_requests) for c in server.server.bserver.clients if c.processor is not None]
+    return [
+        asyncua_private.queued_publish_requests(c.processor)
+        for c in server.server.bserver.clients
+        if c.processor is not None
+    ]
 
 
 @pytest.mark.parametrize("in_flight", [3, 1])

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from plantmon_common.logging import setup_logging
+from plantmon_common.opcua import AsyncuaIncompatibleError
 from plantmon_common.service import run_service
 from plantmon_common.settings import PlaceholderSecretError
 from pydantic import ValidationError
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         run_service(service)
     except RulesError as exc:
         logger.error("rules file refused", extra={"problems": exc.problems, "rules_file": exc.source})
+        return 2
+    except AsyncuaIncompatibleError as exc:
+        logger.error("refusing to start: the installed asyncua is incompatible", extra={"error": str(exc)})
         return 2
     return 0
 

@@ -7,6 +7,7 @@ import sys
 
 from plantmon_common.lifecycle import run_service
 from plantmon_common.logging import setup_logging
+from plantmon_common.opcua import AsyncuaIncompatibleError
 from plantmon_common.settings import PlaceholderSecretError, require_secret
 from pydantic import ValidationError
 
@@ -33,7 +34,11 @@ def main() -> None:
     except PlaceholderSecretError as exc:
         logger.error("refusing a placeholder secret", extra={"error": str(exc)})
         sys.exit(2)
-    run_service(lambda stop: run(settings, stop))
+    try:
+        run_service(lambda stop: run(settings, stop))
+    except AsyncuaIncompatibleError as exc:
+        logger.error("refusing to start: the installed asyncua is incompatible", extra={"error": str(exc)})
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import sys
 
 from plantmon_common.lifecycle import run_service
 from plantmon_common.logging import setup_logging
+from plantmon_common.opcua import AsyncuaIncompatibleError
 from pydantic import ValidationError
 
 from plantmon_opc_server.server import run
@@ -28,7 +29,11 @@ def main() -> None:
     async def _main(stop: asyncio.Event) -> None:
         await run(settings, stop)
 
-    run_service(_main)
+    try:
+        run_service(_main)
+    except AsyncuaIncompatibleError as exc:
+        logger.error("refusing to start: the installed asyncua is incompatible", extra={"error": str(exc)})
+        sys.exit(2)
 
 
 if __name__ == "__main__":

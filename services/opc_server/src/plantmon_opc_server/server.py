@@ -20,7 +20,8 @@ from asyncua.server.user_managers import UserManager
 from cryptography import x509
 from plantmon_common.health_http import LOOP_PROBE_INTERVAL_S, serve_health
 from plantmon_common.metrics import new_registry
-from plantmon_common.opcua import ensure_certificate
+from plantmon_common.opcua import asyncua_private
+from plantmon_common.opcua.certificates import ensure_certificate
 from plantmon_common.tags import TagMeta
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
@@ -169,6 +170,8 @@ class PlantServer:
     """An asyncua server whose ``Objects/Plant`` mirrors the sensor API, polled through the DMZ."""
 
     def __init__(self, settings: OpcServerSettings, registry: CollectorRegistry | None = None) -> None:
+        # Before anything serves: refuse an asyncua whose internals we use have changed.
+        asyncua_private.check_asyncua(asyncua_private.SERVER)
         self.settings = settings
         self.registry = registry or new_registry("opc_server")
         self.metrics = Metrics(self.registry)
@@ -393,7 +396,9 @@ class PlantServer:
         # asyncua's internal history subscription.
         subs = self.server.iserver.subscription_service.subscriptions
         self.metrics.subscriptions.set(len(subs))
-        self.metrics.monitored_items.set(sum(len(sub.monitored_item_srv._monitored_items) for sub in subs.values()))
+        self.metrics.monitored_items.set(
+            sum(len(asyncua_private.monitored_items(sub.monitored_item_srv)) for sub in subs.values())
+        )
         self.metrics.sessions.set(self.session_count())
 
     async def poll_forever(self, stop: asyncio.Event) -> None:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from plantmon_dev.nginx import DmzConfigError, NginxDmz, default_template, render_dmz
 from plantmon_dev.procs import free_port
+from plantmon_dev.waiting import eventually_sync
 
 from tests.dmz.conftest import EchoUpstream, echo_handler
 from tests.plugins.nginx import DmzFactory
@@ -262,11 +263,11 @@ def test_access_log_lines_are_json(dmz_factory: DmzFactory, echo_upstream: EchoU
         client.get("/admin/faults")
         client.post("/rpm")
 
-    deadline = time.monotonic() + 10
-    entries = dmz.access_log_entries()
-    while len(entries) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    def three_lines() -> list[dict[str, Any]] | None:
         entries = dmz.access_log_entries()
+        return entries if len(entries) >= 3 else None
+
+    entries = eventually_sync(three_lines, timeout=10, interval=0.05, what="three access log lines")
 
     assert [(e["method"], e["uri"], e["status"]) for e in entries] == [
         ("GET", "/rpm", 200),
@@ -298,12 +299,9 @@ def test_dmz_recovers_when_the_upstream_comes_back(dmz_factory: DmzFactory) -> N
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        deadline = time.monotonic() + 30
-        status = 0
-        while status != 200 and time.monotonic() < deadline:
-            status = httpx.get(f"{dmz.url}/rpm").status_code
-            time.sleep(0.1)
-        assert status == 200
+        eventually_sync(
+            lambda: httpx.get(f"{dmz.url}/rpm").status_code == 200, timeout=30, what="200 from the DMZ again"
+        )
     finally:
         server.shutdown()
         server.server_close()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -144,20 +142,6 @@ def scraper_settings(opc_url: str, db_env: dict[str, str], writer_password: str,
         spool_dir=cert_dir.parent / "spool",
         maintenance_interval_s=1.0,
     )
-
-
-async def wait_for(condition: Callable[[], object], timeout: float = 30.0, what: str = "condition") -> None:
-    """Poll ``condition`` (sync or returning an awaitable) until it is truthy or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def fetch_rows(conninfo: str, since: datetime) -> list[tuple[str, datetime, float | None, int]]:

@@ -20,6 +20,7 @@ from plantmon_common.opcua import Sample, browse_plant, connect
 from plantmon_db.migrate import migrate
 from plantmon_dev.postgres import PostgresCluster, ephemeral_cluster
 from plantmon_dev.procs import free_port
+from plantmon_dev.waiting import eventually
 from plantmon_scraper.metrics import ScraperMetrics
 from plantmon_scraper.service import Scraper
 from plantmon_scraper.settings import ScraperSettings
@@ -27,7 +28,7 @@ from plantmon_scraper.spool import Spool
 from plantmon_scraper.store import SampleStore, prepare_connection
 from psycopg_pool import AsyncConnectionPool
 
-from services.opc_scraper.tests.support import TAG_PATHS, PlantServer, fetch_rows, metric, scraper_settings, wait_for
+from services.opc_scraper.tests.support import TAG_PATHS, PlantServer, fetch_rows, metric, scraper_settings
 from services.opc_scraper.tests.test_scraper import healthy, now_ms, scraper_env, values_by_path
 from tests.plugins.database import role_conninfo
 
@@ -48,7 +49,7 @@ class Counter:
             for path in self.server.paths:
                 await self.server.publish(path, float(i), self.base + timedelta(milliseconds=10 * i))
             self.next = i + 1
-            await asyncio.sleep(self.period)
+            await asyncio.sleep(self.period)  # the plant's pace, not a wait
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -81,16 +82,16 @@ async def test_full_queue_spills_to_the_spool_and_everything_is_stored_once(
     base = now_ms()
     counter = Counter(plant_server, base, period=0.0)
     async with Scraper(settings, new_registry("scraper", with_process=False)) as scraper:
-        await wait_for(lambda: healthy(scraper.http_port), what="scraper subscribed")
+        await eventually(lambda: healthy(scraper.http_port), what="scraper subscribed")
         counter.start()
-        await wait_for(lambda: counter.next >= 200, what="200 values published")
+        await eventually(lambda: counter.next >= 200, what="200 values published")
         produced = await counter.stop()
 
         async def all_stored() -> bool:
             return len(await fetch_rows(reader, base)) >= produced * len(TAG_PATHS)
 
-        await wait_for(all_stored, timeout=60, what="every value stored")
-        await wait_for(lambda: scraper.store.spool.empty, what="the spool replayed")
+        await eventually(all_stored, timeout=60, what="every value stored")
+        await eventually(lambda: scraper.store.spool.empty, what="the spool replayed")
         assert await metric(scraper.http_port, "plantmon_scraper_spilled_total") > 0
         assert await metric(scraper.http_port, "plantmon_scraper_dropped_total") == 0
     assert_exactly_once(await fetch_rows(reader, base), produced)
@@ -214,7 +215,7 @@ async def scraper_process(env: dict[str, str], port: int, log: Path) -> AsyncIte
             except httpx.HTTPError:
                 return False
 
-        await wait_for(up, timeout=60, what="the scraper process to be healthy")
+        await eventually(up, timeout=60, what="the scraper process to be healthy")
         yield proc
     finally:
         if proc.returncode is None:
@@ -252,24 +253,25 @@ async def test_kill_9_of_the_scraper_loses_nothing_and_duplicates_nothing(
     counter.start()
     try:
         async with scraper_process(env, port, tmp_path / "scraper-1.log") as first:
-            await wait_for(lambda: stored_at_least(30), what="values stored by the first process")
+            await eventually(lambda: stored_at_least(30), what="values stored by the first process")
             if with_db_outage:
                 await asyncio.to_thread(own_cluster.stop, "fast")
-                await wait_for(lambda: metric(port, "plantmon_scraper_spool_bytes"), what="samples in the spool")
-                await asyncio.sleep(1.0)
+                await eventually(lambda: metric(port, "plantmon_scraper_spool_bytes"), what="samples in the spool")
+                await asyncio.sleep(1.0)  # the scenario, not a wait: a second more of outage into the spool
             kill9(first)
             await first.wait()
         spooled = sorted((tmp_path / "spool").glob("*.seg"))
         if with_db_outage:
             assert spooled, "the killed process left its spool"
-        await asyncio.sleep(3.0)  # values keep changing while no scraper runs
+        await asyncio.sleep(3.0)  # the scenario, not a wait: values keep changing while no scraper runs
         if with_db_outage:
             await asyncio.to_thread(own_cluster.start)
         async with scraper_process(env, port, tmp_path / "scraper-2.log"):
+            # The scenario, not a wait: live values reach the new subscription while the backfill runs.
             await asyncio.sleep(2.0)
             produced = await counter.stop()
             try:
-                await wait_for(
+                await eventually(
                     lambda: stored_at_least(produced * len(TAG_PATHS)), timeout=60, what="every value stored"
                 )
             except AssertionError:
@@ -277,7 +279,7 @@ async def test_kill_9_of_the_scraper_loses_nothing_and_duplicates_nothing(
                 raise
             assert await metric(port, "plantmon_scraper_backfilled_total") > 0
             if with_db_outage:
-                await wait_for(lambda: metric(port, "plantmon_scraper_replayed_total"), what="the spool replayed")
+                await eventually(lambda: metric(port, "plantmon_scraper_replayed_total"), what="the spool replayed")
     finally:
         await counter.stop()
     assert_exactly_once(await fetch_rows(superuser, base), produced)
@@ -343,7 +345,7 @@ async def test_a_deep_queue_is_written_in_bounded_larger_batches_exactly_once(
         stop = asyncio.Event()
         writer = asyncio.create_task(store.run(stop))
         try:
-            await wait_for(lambda: store.queue.empty(), timeout=60, what="the backlog written")
+            await eventually(lambda: store.queue.empty(), timeout=60, what="the backlog written")
         finally:
             stop.set()
             await asyncio.wait_for(writer, timeout=60)

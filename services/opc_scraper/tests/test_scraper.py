@@ -21,6 +21,7 @@ from plantmon_common.opcua import asyncua_private
 from plantmon_db.migrate import migrate
 from plantmon_dev.postgres import PostgresCluster, ephemeral_cluster
 from plantmon_dev.procs import free_port
+from plantmon_dev.waiting import eventually
 from plantmon_scraper.service import Scraper
 from plantmon_scraper.settings import ScraperSettings
 
@@ -31,7 +32,6 @@ from services.opc_scraper.tests.support import (
     metric,
     scraper_settings,
     stamps,
-    wait_for,
 )
 from tests.plugins.database import role_conninfo
 
@@ -49,7 +49,7 @@ async def publish_range(server: PlantServer, start: int, stop: int, base: dateti
     for i in range(start, stop):
         for path in server.paths:
             await server.publish(path, float(i), ts(i))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # the publishing pace of the scenario, not a wait
 
 
 async def healthy(port: int) -> bool:
@@ -72,20 +72,21 @@ async def test_scraper_stores_every_notification_once_with_its_status(
     base = now_ms()
     ts = stamps(base)
     async with Scraper(settings, new_registry("scraper", with_process=False)) as scraper:
-        await wait_for(lambda: healthy(scraper.http_port), what="scraper subscribed and healthy")
+        await eventually(lambda: healthy(scraper.http_port), what="scraper subscribed and healthy")
         await publish_range(plant_server, 0, 50, base)
         # A bad-quality value and three equal values in a row, each with its own source timestamp.
         await plant_server.publish("Plant/Temperature/Upper", 999.0, ts(50), status=BAD)
         for i in (51, 52, 53):
             await plant_server.publish("Plant/Temperature/Lower", 7.0, ts(i))
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # one notification each: the scenario, not a wait
         expected = 50 * len(TAG_PATHS) + 1 + 3
 
         async def all_stored() -> bool:
             return len(await fetch_rows(reader, base)) >= expected
 
-        await wait_for(all_stored, what="every sample stored")
-        await asyncio.sleep(0.3)  # anything extra (a duplicate) would show up now
+        await eventually(all_stored, what="every sample stored")
+        # The scenario, not a wait: a quiet period in which anything extra (a duplicate) would show up.
+        await asyncio.sleep(0.3)
         assert await metric(scraper.http_port, "plantmon_scraper_rows_written_total") >= expected
         assert await metric(scraper.http_port, "plantmon_scraper_db_up") == 1
         assert await metric(scraper.http_port, "plantmon_scraper_dropped_total") == 0
@@ -124,21 +125,21 @@ async def test_scraper_resubscribes_after_opc_server_restart(
     reader = role_conninfo(migrated_db, "plantmon_reader", migrated_db["reader_password"])
     base = now_ms()
     async with Scraper(settings, new_registry("scraper", with_process=False)) as scraper:
-        await wait_for(lambda: healthy(scraper.http_port), what="scraper subscribed")
+        await eventually(lambda: healthy(scraper.http_port), what="scraper subscribed")
         await publish_range(plant_server, 0, 20, base)
 
         async def stored(n: int) -> bool:
             return len(await fetch_rows(reader, base)) >= n * len(TAG_PATHS)
 
-        await wait_for(lambda: stored(20), what="first values stored")
+        await eventually(lambda: stored(20), what="first values stored")
         await plant_server.stop()
-        await wait_for(lambda: not scraper.subscriber.connected, what="the scraper to notice the loss")
+        await eventually(lambda: not scraper.subscriber.connected, what="the scraper to notice the loss")
         restarted = PlantServer(plant_server.port, plant_server.cert_dir, TAG_PATHS)
         await restarted.start()
         try:
-            await wait_for(lambda: healthy(scraper.http_port), what="scraper subscribed again")
+            await eventually(lambda: healthy(scraper.http_port), what="scraper subscribed again")
             await publish_range(restarted, 20, 40, base)
-            await wait_for(lambda: stored(40), what="values after the restart stored")
+            await eventually(lambda: stored(40), what="values after the restart stored")
             assert await metric(scraper.http_port, "plantmon_scraper_opcua_reconnects_total") >= 1
             # The outage of the server itself is a recorded gap.
             assert await metric(scraper.http_port, "plantmon_scraper_opcua_gaps_total") >= 1
@@ -171,13 +172,13 @@ async def test_scraper_loses_nothing_across_a_database_outage(
     superuser = own_cluster.conninfo()
     base = now_ms()
     async with Scraper(settings, new_registry("scraper", with_process=False)) as scraper:
-        await wait_for(lambda: healthy(scraper.http_port), what="scraper subscribed")
+        await eventually(lambda: healthy(scraper.http_port), what="scraper subscribed")
         await publish_range(plant_server, 0, 20, base)
 
         async def stored(n: int) -> bool:
             return len(await fetch_rows(superuser, base)) >= n * len(TAG_PATHS)
 
-        await wait_for(lambda: stored(20), what="values before the outage stored")
+        await eventually(lambda: stored(20), what="values before the outage stored")
         await asyncio.to_thread(own_cluster.stop, "fast")
         # 30 s without the database while the values keep changing (about 10 a second per tag).
         outage = asyncio.get_running_loop().time()
@@ -185,13 +186,13 @@ async def test_scraper_loses_nothing_across_a_database_outage(
         while asyncio.get_running_loop().time() - outage < 30:
             await publish_range(plant_server, produced, produced + 10, base)
             produced += 10
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # the outage's publishing pace: the scenario, not a wait
         assert scraper.store.db_up is False
         assert not await healthy(scraper.http_port)
         assert await metric(scraper.http_port, "plantmon_scraper_spool_bytes") > 0
         await asyncio.to_thread(own_cluster.start)
-        await wait_for(lambda: stored(produced), timeout=90, what="values from the outage stored")
-        await wait_for(lambda: scraper.store.spool.empty, what="the spool replayed")
+        await eventually(lambda: stored(produced), timeout=90, what="values from the outage stored")
+        await eventually(lambda: scraper.store.spool.empty, what="the spool replayed")
         assert await metric(scraper.http_port, "plantmon_scraper_db_up") == 1
         assert await metric(scraper.http_port, "plantmon_scraper_write_errors_total") >= 1
         assert await metric(scraper.http_port, "plantmon_scraper_replayed_total") > 0
@@ -239,7 +240,7 @@ async def test_console_script_scrapes_and_stops_on_sigterm(
             except httpx.HTTPError:
                 return False
 
-        await wait_for(up, what="the scraper process to be healthy")
+        await eventually(up, what="the scraper process to be healthy")
         base = now_ms()
         await publish_range(plant_server, 0, 10, base)
         reader = role_conninfo(migrated_db, "plantmon_reader", migrated_db["reader_password"])
@@ -247,7 +248,7 @@ async def test_console_script_scrapes_and_stops_on_sigterm(
         async def stored() -> bool:
             return len(await fetch_rows(reader, base)) >= 10 * len(TAG_PATHS)
 
-        await wait_for(stored, what="samples from the scraper process")
+        await eventually(stored, what="samples from the scraper process")
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
     finally:
@@ -273,7 +274,7 @@ async def test_subscription_parameters_reach_the_server(
     opcua = settings.opcua.model_copy(update={"publishing_interval_ms": 120.0, "queue_size": 7, "deadband_abs": 0.5})
     settings = settings.model_copy(update={"opcua": opcua})
     async with Scraper(settings, new_registry("scraper", with_process=False)) as scraper:
-        await wait_for(lambda: healthy(scraper.http_port), what="scraper subscribed")
+        await eventually(lambda: healthy(scraper.http_port), what="scraper subscribed")
         assert plant_server.server is not None
         ours = [
             sub
@@ -312,14 +313,14 @@ async def test_publish_requests_kept_in_flight_at_the_server(
     opcua = settings.opcua.model_copy(update={"publish_requests": in_flight, "publishing_interval_ms": 100.0})
     settings = settings.model_copy(update={"opcua": opcua})
     async with Scraper(settings, new_registry("scraper", with_process=False)) as scraper:
-        await wait_for(lambda: healthy(scraper.http_port), what="scraper subscribed")
+        await eventually(lambda: healthy(scraper.http_port), what="scraper subscribed")
         seen: set[int] = set()
 
         def all_waiting() -> bool:
             seen.update(queued_publish_requests(plant_server))
             return in_flight in seen
 
-        await wait_for(all_waiting, what=f"{in_flight} publish requests waiting at the server")
+        await eventually(all_waiting, what=f"{in_flight} publish requests waiting at the server")
         base = now_ms()
         await publish_range(plant_server, 0, 40, base)
         for _ in range(20):  # a quiet while: keep-alives consume requests, each is replaced
@@ -332,7 +333,7 @@ async def test_publish_requests_kept_in_flight_at_the_server(
             rows = await fetch_rows(writer, base)
             return values_by_path(rows) == {path: [float(i) for i in range(40)] for path in TAG_PATHS}
 
-        await wait_for(complete, what="every value once")
+        await eventually(complete, what="every value once")
         # Delivered once each: nothing reached the writer twice (the key would hide it in the rows).
         assert await metric(scraper.http_port, "plantmon_scraper_duplicates_total") == 0
         received = await metric(scraper.http_port, "plantmon_scraper_notifications_total")

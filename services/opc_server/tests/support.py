@@ -18,6 +18,7 @@ from fastapi.encoders import jsonable_encoder
 from plantmon_common.opcua import OpcUaClientSettings, PlantSubscriber, Sample, datavalue_to_sample
 from plantmon_common.service import serve_http
 from plantmon_dev.procs import free_port
+from plantmon_dev.waiting import eventually
 from plantmon_opc_server.server import PlantServer, running_server
 from plantmon_opc_server.settings import OpcServerSettings
 from pydantic import SecretStr
@@ -137,20 +138,6 @@ async def plant_server(settings: OpcServerSettings) -> AsyncIterator[PlantServer
         yield plant
 
 
-async def wait_until(predicate: Any, timeout: float = 10.0, interval: float = 0.05) -> None:
-    """Poll an async or sync predicate until it is true (bounded)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(interval)
-
-
 @contextlib.asynccontextmanager
 async def subscribed(client_cfg: OpcUaClientSettings, sink: list[Sample]) -> AsyncIterator[PlantSubscriber]:
     """A running :class:`PlantSubscriber` (every tag, StatusValueTimestamp) appending to ``sink``."""
@@ -158,7 +145,7 @@ async def subscribed(client_cfg: OpcUaClientSettings, sink: list[Sample]) -> Asy
     subscriber = PlantSubscriber(client_cfg, sink.append)
     task = asyncio.create_task(subscriber.run(stop), name="test-subscriber")
     try:
-        await wait_until(lambda: subscriber.connected, timeout=20)
+        await eventually(lambda: subscriber.connected, timeout=20, what="the subscriber connected")
         yield subscriber
     finally:
         stop.set()

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from plantmon_common.opcua import connect
+from plantmon_dev.waiting import eventually
 from plantmon_opc_server.server import running_server
 
 from services.opc_server.tests.support import (
@@ -20,7 +21,6 @@ from services.opc_server.tests.support import (
     client_settings,
     plant_server,
     server_settings,
-    wait_until,
 )
 from tests.plugins.nginx import DmzFactory
 
@@ -93,7 +93,9 @@ async def test_a_dmz_certificate_the_server_does_not_trust_is_bad_communication_
     settings = server_settings(tmp_path, dmz.url, sensors_ca_file=other_ca)
     stop = asyncio.Event()
     async with running_server(settings, stop) as plant:
-        await wait_until(lambda: plant.health.consecutive_failures >= 2, timeout=20)
+        await eventually(
+            lambda: plant.health.consecutive_failures >= 2, timeout=20, what="two failed polls of the sensor API"
+        )
         assert "CERTIFICATE_VERIFY_FAILED" in (plant.health.last_error or "")
         assert plant.space is not None and plant.space.variables == {}
         assert not plant.first_good.is_set()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,6 +10,7 @@ from asyncua import ua
 from plantmon_common.opcua import Sample, connect
 from plantmon_db.migrate import migrate
 from plantmon_dev.postgres import ephemeral_cluster
+from plantmon_dev.waiting import eventually
 from plantmon_opc_server.settings import HistoryDatabase
 from pydantic import SecretStr
 
@@ -22,7 +22,6 @@ from services.opc_server.tests.support import (
     read_history,
     server_settings,
     subscribed,
-    wait_until,
 )
 
 UPPER = "Plant/Temperature/Upper"
@@ -86,16 +85,27 @@ async def test_recent_range_returns_exactly_what_the_server_published_bad_values
     settings = server_settings(tmp_path, f"http://127.0.0.1:{sensor_api.port}", history_max_values_per_read=4)
     published: list[Sample] = []
     async with plant_server(settings) as plant, subscribed(client_settings(settings, tmp_path), published):
-        await wait_until(lambda: len([s for s in published if s.path == UPPER]) >= 5)
+        await eventually(
+            lambda: len([s for s in published if s.path == UPPER]) >= 5, what="five values of the upper temperature"
+        )
         sensor_api.set(UPPER, value=None, quality="bad", reason="open thermocouple")
-        await wait_until(lambda: any(s.path == UPPER and s.status == BAD_SENSOR for s in published))
+        await eventually(
+            lambda: any(s.path == UPPER and s.status == BAD_SENSOR for s in published),
+            what="a BadSensorFailure of the upper temperature",
+        )
         sensor_api.up = False
-        await wait_until(lambda: sum(s.path == UPPER and s.status == BAD_COMM for s in published) >= 2)
+        await eventually(
+            lambda: sum(s.path == UPPER and s.status == BAD_COMM for s in published) >= 2,
+            what="two BadCommunicationError values of the upper temperature",
+        )
         sensor_api.up = True
         sensor_api.set(UPPER, value=66.5, quality="good", reason=None)
         polls = plant.health.polls
-        await wait_until(lambda: plant.health.polls >= polls + 4)
-        await asyncio.sleep(0.5)  # the last notifications reach the subscriber
+        await eventually(lambda: plant.health.polls >= polls + 4, what="four more polls")
+        await eventually(
+            lambda: any(s.path == UPPER and s.status == 0 and s.value == 66.5 for s in published),
+            what="the recovered Good 66.5 at the subscriber",
+        )
         upper = [s for s in published if s.path == UPPER]
         first, last = upper[0].source_time, upper[-1].source_time
         async with connect(client_settings(settings, tmp_path)) as client:
@@ -167,7 +177,7 @@ async def test_database_down_fails_older_ranges_clearly_while_recent_history_and
             async def live_value_is_new() -> bool:
                 return (await node.read_value()) == 77.75
 
-            await wait_until(live_value_is_new)
+            await eventually(live_value_is_new, what="the live value newer than the history")
             recent, statuses = await read_history(client, UPPER, published, datetime.now(UTC) + timedelta(seconds=1))
             assert all(s.is_good() for s in statuses)
             assert any(s.value == 77.75 and s.status == 0 for s in recent)
@@ -180,7 +190,7 @@ async def test_database_down_fails_older_ranges_clearly_while_recent_history_and
 async def test_unknown_nodes_and_event_history_are_refused_per_node(sensor_api: FakeSensorApi, tmp_path: Path) -> None:
     settings = server_settings(tmp_path, f"http://127.0.0.1:{sensor_api.port}")
     async with plant_server(settings) as plant, connect(client_settings(settings, tmp_path)) as client:
-        await wait_until(lambda: plant.health.polls >= 5)
+        await eventually(lambda: plant.health.polls >= 5, what="five polls")
         now = datetime.now(UTC)
         _, statuses = await read_history(client, "Plant/Nope/Missing", now - timedelta(minutes=1), now)
         assert [s.value for s in statuses] == [ua.StatusCodes.BadHistoryOperationUnsupported]

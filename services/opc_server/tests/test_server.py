@@ -10,6 +10,7 @@ import pytest
 from asyncua import Client, ua
 from plantmon_common.opcua import OpcUaError, browse_plant, connect
 from plantmon_common.tags import UNITS
+from plantmon_dev.waiting import eventually
 from plantmon_opc_server.server import BULK_TAGS
 
 from services.opc_server.tests.support import (
@@ -18,7 +19,6 @@ from services.opc_server.tests.support import (
     client_settings,
     plant_server,
     server_settings,
-    wait_until,
 )
 
 
@@ -74,14 +74,14 @@ async def test_unreachable_sensors_give_bad_communication_error_then_recover(
             dv = await read(client, "Plant/RPM/MainShaft")
             return dv.StatusCode.value == ua.StatusCodes.BadCommunicationError
 
-        await wait_until(is_comm_error, timeout=5)
+        await eventually(is_comm_error, timeout=5, what="BadCommunicationError on the tag")
         assert plant.health.consecutive_failures <= 3
         sensor_api.up = True
 
         async def is_good() -> bool:
             return (await read(client, "Plant/RPM/MainShaft")).StatusCode.is_good()
 
-        await wait_until(is_good, timeout=5)
+        await eventually(is_good, timeout=5, what="a Good value on the tag")
 
 
 async def test_a_bad_sensor_marks_only_its_own_nodes(sensor_api: FakeSensorApi, tmp_path: Path) -> None:
@@ -93,7 +93,7 @@ async def test_a_bad_sensor_marks_only_its_own_nodes(sensor_api: FakeSensorApi, 
             dv = await read(client, "Plant/Temperature/Upper")
             return dv.StatusCode.value == ua.StatusCodes.BadSensorFailure
 
-        await wait_until(upper_bad)
+        await eventually(upper_bad, what="the upper temperature Bad")
         assert (await read(client, "Plant/Temperature/Lower")).StatusCode.is_good()
 
 
@@ -106,7 +106,7 @@ async def test_stale_values_become_uncertain_never_good(sensor_api: FakeSensorAp
             dv = await read(client, "Plant/Voltage/MainSupply")
             return dv.StatusCode.value == ua.StatusCodes.UncertainLastUsableValue
 
-        await wait_until(uncertain)
+        await eventually(uncertain, what="an Uncertain value")
 
 
 async def test_a_new_tag_appears_without_restart(sensor_api: FakeSensorApi, tmp_path: Path) -> None:
@@ -118,7 +118,7 @@ async def test_a_new_tag_appears_without_restart(sensor_api: FakeSensorApi, tmp_
         async def appeared() -> bool:
             return any(t.path == "Plant/Temperature/UpperColdJunction" for t in await browse_plant(client))
 
-        await wait_until(appeared)
+        await eventually(appeared, what="the new tag in the address space")
         after = {t.path: t.node_id for t in await browse_plant(client)}
         assert {p: after[p] for p in before} == before
 
@@ -173,14 +173,14 @@ async def test_an_uncertain_reading_without_a_value_is_published_as_waiting_not_
             dv = await read(client, "Plant/Audio/MFCC/Coefficient_0")
             return dv.StatusCode.value == ua.StatusCodes.BadWaitingForInitialData
 
-        await wait_until(waiting)
+        await eventually(waiting, what="BadWaitingForInitialData on the MFCC tag")
         sensor_api.set("Plant/Audio/MFCC/Coefficient_0", value=3.5, quality="uncertain", reason="noisy")
 
         async def uncertain_with_value() -> bool:
             dv = await read(client, "Plant/Audio/MFCC/Coefficient_0")
             return dv.StatusCode.value == ua.StatusCodes.UncertainSensorNotAccurate and dv.Value.Value == 3.5
 
-        await wait_until(uncertain_with_value)
+        await eventually(uncertain_with_value, what="an Uncertain value that keeps its number")
 
 
 async def test_hundreds_of_new_tags_at_once_get_the_same_model_while_a_session_keeps_reading(
@@ -202,7 +202,7 @@ async def test_hundreds_of_new_tags_at_once_get_the_same_model_while_a_session_k
                     return dv.StatusCode.is_good() and dv.Value.Value == (count - 1) / 2
                 return False
 
-            await wait_until(last_is_good, timeout=60)
+            await eventually(last_is_good, timeout=60, what="the last value Good")
             assert (await read(client, "Plant/Temperature/Upper")).StatusCode.is_good()
             assert gc.isenabled()
 

@@ -18,10 +18,11 @@ from asyncua import Client, ua
 from plantmon_common.opcua import Sample, browse_plant, connect
 from plantmon_common.service import serve_http
 from plantmon_dev.procs import free_port
+from plantmon_dev.waiting import eventually
 from plantmon_sensors.api import create_app
 from plantmon_sensors.settings import SensorSettings
 
-from services.opc_server.tests.support import client_settings, plant_server, server_settings, subscribed, wait_until
+from services.opc_server.tests.support import client_settings, plant_server, server_settings, subscribed
 from tests.plugins.nginx import DmzFactory
 
 UPPER = "Plant/Temperature/Upper"
@@ -89,7 +90,7 @@ async def test_values_through_the_dmz_equal_the_sensor_api(
                 served[datetime.fromisoformat(body["observed_at"])] = body["value"]
             return len({s.source_time for s in received if s.path == UPPER} & served.keys()) >= 3
 
-        await wait_until(seen_in_both, timeout=30, interval=0.1)
+        await eventually(seen_in_both, timeout=30, interval=0.1, what="the value seen by both subscribers")
     common = [s for s in received if s.path == UPPER and s.source_time in served]
     assert all(s.status == 0 and s.value == served[s.source_time] for s in common)
 
@@ -106,7 +107,7 @@ async def test_sensors_stopped_behind_the_dmz_is_bad_communication_error_within_
         async def communication_error() -> bool:
             return await status_of(client, UPPER) == ua.StatusCodes.BadCommunicationError
 
-        await wait_until(communication_error, timeout=20)
+        await eventually(communication_error, timeout=20, what="BadCommunicationError through the DMZ")
         assert plant.health.failing_since_poll is not None
         assert plant.health.failing_since_poll - polls_at_stop <= 2
         assert await status_of(client, "Plant/RPM/MainShaft") == ua.StatusCodes.BadCommunicationError
@@ -116,7 +117,7 @@ async def test_sensors_stopped_behind_the_dmz_is_bad_communication_error_within_
         async def good_again() -> bool:
             return await status_of(client, UPPER) == ua.StatusCodes.Good
 
-        await wait_until(good_again, timeout=30)
+        await eventually(good_again, timeout=30, what="Good values again through the DMZ")
         assert plant.health.sensors_reachable
 
 
@@ -132,7 +133,7 @@ async def test_dmz_down_is_bad_communication_error_and_recovers_when_it_returns(
         async def communication_error() -> bool:
             return await status_of(client, "Plant/Voltage/MainSupply") == ua.StatusCodes.BadCommunicationError
 
-        await wait_until(communication_error, timeout=20)
+        await eventually(communication_error, timeout=20, what="BadCommunicationError through the DMZ")
         assert plant.health.failing_since_poll is not None
         assert plant.health.failing_since_poll - polls_at_stop <= 2
         assert plant.health.last_error  # the transport error, e.g. ConnectError
@@ -142,4 +143,4 @@ async def test_dmz_down_is_bad_communication_error_and_recovers_when_it_returns(
         async def good_again() -> bool:
             return await status_of(client, "Plant/Voltage/MainSupply") == ua.StatusCodes.Good
 
-        await wait_until(good_again, timeout=30)
+        await eventually(good_again, timeout=30, what="Good values again through the DMZ")

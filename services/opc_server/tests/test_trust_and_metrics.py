@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 from plantmon_common.opcua import OpcUaError, connect, ensure_certificate
+from plantmon_dev.waiting import eventually
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.opc_server.tests.support import (
@@ -17,7 +18,6 @@ from services.opc_server.tests.support import (
     plant_server,
     server_settings,
     subscribed,
-    wait_until,
 )
 
 
@@ -73,12 +73,14 @@ async def test_metrics_count_polls_failures_sessions_subscriptions_and_monitored
                     and m.get("plantmon_opc_server_monitored_items") == len(sensor_api.tags)
                 )
 
-            await wait_until(sessions_and_items, timeout=15, interval=0.2)
+            await eventually(
+                sessions_and_items, timeout=15, interval=0.2, what="the sessions and monitored items counted"
+            )
 
         async def no_sessions() -> bool:
             return (await scrape(f"{url}/metrics")).get("plantmon_opc_server_sessions") == 0
 
-        await wait_until(no_sessions, timeout=15)
+        await eventually(no_sessions, timeout=15, what="no session left")
         metrics = await scrape(f"{url}/metrics")
         assert metrics["plantmon_opc_server_subscriptions"] == 0
         assert metrics["plantmon_opc_server_monitored_items"] == 0
@@ -93,7 +95,7 @@ async def test_metrics_count_polls_failures_sessions_subscriptions_and_monitored
         async def failures_counted() -> bool:
             return (await scrape(f"{url}/metrics"))["plantmon_opc_server_poll_failures_total"] >= 2
 
-        await wait_until(failures_counted)
+        await eventually(failures_counted, what="two poll failures in /metrics")
         assert (await scrape(f"{url}/metrics"))["plantmon_opc_server_sensors_reachable"] == 0
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
             health = (await http.get("/health")).json()
@@ -104,7 +106,7 @@ async def test_metrics_count_polls_failures_sessions_subscriptions_and_monitored
             async def healthy_again() -> bool:
                 return bool((await http.get("/health")).json()["sensors_reachable"])
 
-            await wait_until(healthy_again)
+            await eventually(healthy_again, what="/health says the sensors are reachable again")
 
 
 async def test_metrics_report_how_long_the_event_loop_was_held(sensor_api: FakeSensorApi, tmp_path: Path) -> None:
@@ -115,12 +117,12 @@ async def test_metrics_report_how_long_the_event_loop_was_held(sensor_api: FakeS
         async def probed() -> bool:
             return (await scrape(url)).get("plantmon_opc_server_event_loop_lag_seconds_count", 0) >= 1
 
-        await wait_until(probed)
+        await eventually(probed, what="a first event-loop lag probe in /metrics")
         # Hold the loop the server runs in, as a long synchronous step would: the probe's 0.1 s
         # timer, armed before, fires at least 0.3 s after it was armed, so 0.2 s late or more.
-        time.sleep(0.3)
+        time.sleep(0.3)  # the scenario (a blocked loop), not a wait
 
         async def stall_seen() -> bool:
             return (await scrape(url)).get("plantmon_opc_server_event_loop_lag_max_seconds", 0) >= 0.2
 
-        await wait_until(stall_seen)
+        await eventually(stall_seen, what="a loop lag of 0.2 s or more in /metrics")

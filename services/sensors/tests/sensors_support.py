@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
 import subprocess
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -27,17 +24,6 @@ class RunningService:
     def __init__(self, app: FastAPI, client: httpx.AsyncClient) -> None:
         self.app = app
         self.client = client
-
-
-async def until(probe: Callable[[], Awaitable[Any]], deadline_s: float = 10.0) -> Any:
-    """Poll ``probe`` until it returns something truthy; fail after ``deadline_s``."""
-    end = time.monotonic() + deadline_s
-    while True:
-        result = await probe()
-        if result:
-            return result
-        assert time.monotonic() < end, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 @contextlib.contextmanager

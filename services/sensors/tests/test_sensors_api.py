@@ -7,8 +7,9 @@ from typing import Any
 
 import httpx
 from plantmon_common.tags import TagMeta, TagReading, split_path
+from plantmon_dev.waiting import eventually
 
-from services.sensors.tests.sensors_support import ADMIN_TOKEN, RunningService, until
+from services.sensors.tests.sensors_support import ADMIN_TOKEN, RunningService
 
 FEATURE_TIME = "plantmon_sensors_feature_extraction_seconds"
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -80,7 +81,7 @@ async def test_observed_at_is_new_at_every_observation(service: RunningService) 
     async def changed() -> bool:
         return (await service.client.get("/temperature/upper")).json()["observed_at"] > first
 
-    await until(changed)
+    await eventually(changed, timeout=10, what="a new observed_at")
 
 
 async def test_openapi_documents_every_route_with_response_models(service: RunningService) -> None:
@@ -157,7 +158,7 @@ async def test_open_thermocouple_makes_only_the_upper_tag_bad(service: RunningSe
         rows = await readings(c)
         return rows if rows["Plant/Temperature/Upper"].quality == "bad" else None
 
-    rows = await until(upper_bad)
+    rows = await eventually(upper_bad, timeout=10, what="only the upper temperature bad")
     upper = rows["Plant/Temperature/Upper"]
     assert upper.value is None and upper.reason == "open circuit"
     assert all(r.quality == "good" for p, r in rows.items() if p != "Plant/Temperature/Upper")
@@ -170,10 +171,12 @@ async def test_open_thermocouple_makes_only_the_upper_tag_bad(service: RunningSe
 
     # A failed observation is still an observation: its timestamp moves on.
     first = upper.observed_at
-    await until(lambda: _upper_observed_after(c, first))
+    await eventually(lambda: _upper_observed_after(c, first), timeout=10, what="a new upper observation")
 
     await c.put("/admin/faults/thermocouple_open", json={"active": False}, headers=AUTH)
-    await until(lambda: _quality_is(c, "/temperature/upper", "good"))
+    await eventually(
+        lambda: _quality_is(c, "/temperature/upper", "good"), timeout=10, what="the upper temperature good again"
+    )
 
 
 async def _upper_observed_after(c: httpx.AsyncClient, stamp: Any) -> bool:
@@ -196,7 +199,7 @@ async def test_stopped_audio_sensor_degrades_only_audio_tags(service: RunningSer
         rows = await readings(c)
         return rows if rows["Plant/Audio/Level"].quality == "bad" else None
 
-    rows = await until(audio_bad)
+    rows = await eventually(audio_bad, timeout=10, what="only the audio tags bad")
     for path, row in rows.items():
         if path.startswith("Plant/Audio/"):
             assert row.quality == "bad" and row.reason == "no response" and row.value is None
@@ -218,16 +221,20 @@ async def test_overheating_through_admin_crosses_100_degrees(service: RunningSer
         return value is not None and value > 100
 
     # The model runs in wall time; a bounded wait of 25 s covers "within about 10-20 s".
-    await until(hot, deadline_s=25)
+    await eventually(hot, timeout=25, what="the upper temperature above 100 °C")
     assert (await c.get("/temperature/lower")).json()["quality"] == "good"
     assert (await c.put("/admin/faults/overheating", json={"active": False}, headers=AUTH)).status_code == 200
 
 
 async def test_faults_scheduled_in_config_switch_on_and_off(start_service: Callable[..., Any]) -> None:
     async with start_service(admin_token=ADMIN_TOKEN, fault_schedule="sensor_stopped:voltage@0.3+0.6") as svc:
-        await until(lambda: _quality_is(svc.client, "/voltage", "bad"))
+        await eventually(
+            lambda: _quality_is(svc.client, "/voltage", "bad"), timeout=10, what="the scheduled voltage fault on"
+        )
         assert (await svc.client.get("/voltage")).json()["reason"] == "no response"
-        await until(lambda: _quality_is(svc.client, "/voltage", "good"))
+        await eventually(
+            lambda: _quality_is(svc.client, "/voltage", "good"), timeout=10, what="the scheduled voltage fault off"
+        )
 
 
 async def test_faults_configured_at_start_are_active(start_service: Callable[..., Any]) -> None:
@@ -276,7 +283,9 @@ async def test_health_is_503_when_sampling_is_dead(service: RunningService) -> N
 async def test_stale_readings_turn_uncertain_when_sampling_stops(start_service: Callable[..., Any]) -> None:
     async with start_service(rpm_interval_s=0.05) as svc:
         await svc.app.state.service.sampler.stop()
-        await until(lambda: _quality_is(svc.client, "/rpm", "uncertain"), deadline_s=10)
+        await eventually(
+            lambda: _quality_is(svc.client, "/rpm", "uncertain"), timeout=10, what="the stale rpm uncertain"
+        )
         assert (await svc.client.get("/rpm")).json()["reason"] == "stale"
         # The all-tags endpoint serves bytes serialised when each row was stored; staleness is
         # still judged per request, so the same rows turn stale there too.

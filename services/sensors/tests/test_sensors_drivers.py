@@ -11,9 +11,16 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPin
+from plantmon_dev.waiting import eventually
 from plantmon_sensors.catalog import SENSOR_BY_ID
 from plantmon_sensors.devices import adapt
-from plantmon_sensors.drivers import DeviceMissingError, NoResponseError, ThermocoupleReading, WarmingUpError
+from plantmon_sensors.drivers import (
+    DeviceMissingError,
+    NoResponseError,
+    SensorError,
+    ThermocoupleReading,
+    WarmingUpError,
+)
 from plantmon_sensors.drivers.ads1115 import Ads1115Driver
 from plantmon_sensors.drivers.device import Backoff
 from plantmon_sensors.drivers.hall import HallRpmDriver
@@ -329,7 +336,7 @@ async def test_ads1115_missing_chip_saturation_and_recovery() -> None:
         await no_bus.read_volts()
     bus = FakeAds1115Bus([5.0, 0, 0, 0])
     driver = Ads1115Driver(i2c_factory=lambda: bus, backoff=NO_WAIT)
-    with pytest.raises(Exception, match="full scale"):
+    with pytest.raises(SensorError, match="full scale"):
         await driver.read_volts()
     bus.inputs[0] = 2.0
     assert await driver.read_volts() == pytest.approx(2.0 * 9.333, abs=0.01)
@@ -450,8 +457,14 @@ async def test_blocking_reads_do_not_pile_up_behind_a_stuck_transfer() -> None:
 
     calls = BlockingCall()
     release = threading.Event()
-    stuck = asyncio.ensure_future(calls.run(release.wait))
-    await asyncio.sleep(0.05)
+    started = threading.Event()
+
+    def transfer() -> bool:
+        started.set()
+        return release.wait()
+
+    stuck = asyncio.ensure_future(calls.run(transfer))
+    await eventually(started.is_set, timeout=10, what="the stuck transfer running in its thread")
     with pytest.raises(NoResponseError, match="still running"):
         await calls.run(lambda: 1)
     release.set()

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from plantmon_dev.procs import wait_until
+from plantmon_dev.waiting import eventually_sync
 from plantmon_sensors.catalog import N_BANDS, N_MFCC
 from plantmon_sensors.features import (
     FeatureConfig,
@@ -273,7 +273,9 @@ async def test_a_failing_table_build_makes_the_audio_tags_bad_with_the_reason(tm
 def test_closing_stops_a_table_build_still_running(tmp_path: Path) -> None:
     extractor = FeatureExtractor(tables_dir=tmp_path)
     extractor.start_warm_up()
-    wait_until(lambda: extractor._child is not None, 30, "no child started", interval=0.005)
+    eventually_sync(
+        lambda: extractor._child is not None, timeout=30, interval=0.005, what="the table builder child started"
+    )
     child = extractor._child
     extractor.close()
     assert not extractor.wait_ready(timeout=30)

@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 import pytest
 from plantmon_common.tags import Quality, TagReading
-from plantmon_dev.procs import wait_until
+from plantmon_dev.waiting import eventually, eventually_sync
 from plantmon_sensors.catalog import SENSOR_BY_ID, SENSORS, SensorKind
 from plantmon_sensors.devices import DeviceSet, adapt
 from plantmon_sensors.domain import SnapshotStore, good_readings, utc_now
@@ -61,7 +61,15 @@ async def test_hardware_mode_without_devices_serves_bad_tags_and_logs_each_missi
     assert not os.path.exists("/dev/spidev0.0") and not os.path.exists("/dev/i2c-1")
     caplog.set_level("INFO", logger="plantmon_sensors")
     async with start_service(mode="hardware", retry_min_s=0.05, retry_max_s=0.2) as svc:
-        await asyncio.sleep(1.0)  # several sampling ticks, several retries
+
+        async def every_tag_missing() -> bool:
+            readings = (await svc.client.get("/api/v1/readings")).json()["readings"]
+            return all(r["quality"] == "bad" and r["reason"].startswith("device missing") for r in readings)
+
+        await eventually(every_tag_missing, timeout=10, what="every tag bad with a missing device")
+        # The scenario, not a wait: retries go on (every 0.2 s at most) while the log must keep
+        # one line per missing device.
+        await asyncio.sleep(1.0)
         rows = {r["path"]: r for r in (await svc.client.get("/api/v1/readings")).json()["readings"]}
         assert all(r["quality"] == "bad" and r["reason"].startswith("device missing") for r in rows.values()), rows
         assert "/dev/spidev0.0" in rows["Plant/Temperature/Upper"]["reason"]
@@ -165,7 +173,7 @@ def test_console_script_serves_and_stops_on_sigterm(tmp_path: Any) -> None:
             except httpx.TransportError:
                 return False
 
-        wait_until(up, 20, "service did not come up")
+        eventually_sync(up, timeout=20, what="the service answering /health")
         assert httpx.get(f"http://127.0.0.1:{port}/rpm").json()["quality"] == "good"
     output = (tmp_path / "sensors.log").read_text()
     assert '"message": "sampling stopped"' in output
@@ -218,9 +226,11 @@ def test_the_service_never_loads_numba_and_keeps_the_tables_librosa_built(tmp_pa
         with service_process([sys.executable, "-m", "plantmon_sensors"], env, log_path) as proc:
             seen: set[tuple[str, str | None]] = set()
             try:  # generous: the child loads librosa on a shared 2-core machine
-                wait_until(functools.partial(_audio_good, proc, port, log_path, seen), 600, "audio never good")
-            except TimeoutError as exc:
-                raise AssertionError(f"audio never good: {seen}") from exc
+                eventually_sync(
+                    functools.partial(_audio_good, proc, port, log_path, seen), timeout=600, what="the audio level good"
+                )
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; meanwhile: {sorted(seen)}") from exc
             libraries = _mapped_libraries(proc.pid)
             assert not [lib for lib in libraries if "numba" in lib or "llvmlite" in lib], libraries
             assert _children(proc.pid) == [], "the table builder is gone"

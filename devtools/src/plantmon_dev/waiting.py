@@ -1,0 +1,88 @@
+"""The one bounded wait of the tests and dev tools: poll a condition until it holds, or fail saying
+what was awaited.
+
+``eventually`` is for async code (its condition may be a plain function or return an awaitable),
+``eventually_sync`` for blocking code. Both return the condition's first truthy result, so a probe
+can hand back what it found (the rows, the response); both raise ``AssertionError`` after ``timeout``
+seconds, naming ``what`` and the last value seen. An exception of the condition propagates at once
+(a failed check is a failure, not a "not yet"), except one of the types listed in ``retry_on``
+(a connection refused while a server starts), which counts as "not yet" and is chained to the
+final error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_NOTHING = object()
+
+
+def _timed_out(what: str, timeout: float, last: object, error: BaseException | None) -> AssertionError:
+    seen = f"; last error: {error!r}" if error is not None else "" if last is _NOTHING else f"; last value: {last!r}"
+    message = f"not within {timeout} s: {what}{seen}"
+    if len(message) > 2000:
+        message = message[:2000] + " ..."
+    return AssertionError(message)
+
+
+async def eventually(
+    condition: Callable[[], T | Awaitable[T]],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    what: str,
+    retry_on: tuple[type[BaseException], ...] = (),
+) -> T:
+    """Await ``condition()`` every ``interval`` seconds until it is truthy and return that value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last: object = _NOTHING
+    error: BaseException | None = None
+    while True:
+        try:
+            result = condition()
+            if inspect.isawaitable(result):
+                result = await result
+        except retry_on as exc:
+            error = exc
+        else:
+            error = None
+            if result:
+                return result  # type: ignore[return-value]  # an awaitable's result is a T
+            last = result
+        if loop.time() >= deadline:
+            raise _timed_out(what, timeout, last, error) from error
+        await asyncio.sleep(interval)
+
+
+def eventually_sync(
+    condition: Callable[[], T],
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    what: str,
+    retry_on: tuple[type[BaseException], ...] = (),
+) -> T:
+    """Call ``condition()`` every ``interval`` seconds until it is truthy and return that value."""
+    deadline = time.monotonic() + timeout
+    last: object = _NOTHING
+    error: BaseException | None = None
+    while True:
+        try:
+            result = condition()
+        except retry_on as exc:
+            error = exc
+        else:
+            error = None
+            if result:
+                return result
+            last = result
+        if time.monotonic() >= deadline:
+            raise _timed_out(what, timeout, last, error) from error
+        time.sleep(interval)

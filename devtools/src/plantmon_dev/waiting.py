@@ -34,7 +34,7 @@ def _timed_out(what: str, timeout: float, last: object, error: BaseException | N
 async def eventually(
     condition: Callable[[], T | Awaitable[T]],
     *,
-    timeout: float = 30.0,
+    timeout: float = 30.0,  # noqa: ASYNC109 - a bounded poll, not a cancellation scope
     interval: float = 0.1,
     what: str,
     retry_on: tuple[type[BaseException], ...] = (),

@@ -14,9 +14,8 @@ import httpx
 import pytest
 from plantmon_common.health_http import MAX_HEADER_BYTES, LoopLag, serve_health
 from plantmon_common.metrics import new_registry
+from plantmon_dev.waiting import eventually
 from prometheus_client import Counter
-
-from services.opc_scraper.tests.support import wait_for
 
 State = dict[str, Any]
 
@@ -87,9 +86,9 @@ async def test_health_reports_how_long_the_event_loop_was_held() -> None:
         serve_health("test", make_registry(), lambda: (True, {}), "127.0.0.1", 0, on_loop_lag=seen.append) as server,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{server.port}") as client,
     ):
-        await wait_for(lambda: len(seen) >= 1, what="a first loop probe")
+        await eventually(lambda: len(seen) >= 1, what="a first loop probe")
         time.sleep(0.3)  # the stall under test: hold the event loop
-        await wait_for(lambda: max(seen) >= 0.25, what="the probe that saw the stall")
+        await eventually(lambda: max(seen) >= 0.25, what="the probe that saw the stall")
         body = (await client.get("/health")).json()
     assert body["loop_lag_max_s"] >= 0.25
     assert body["loop_lag_s"] <= body["loop_lag_max_s"]

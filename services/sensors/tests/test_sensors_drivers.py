@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -157,12 +158,40 @@ def test_device_handle_backs_off_exponentially_between_attempts() -> None:
         attempts.append(now[0])
         raise FileNotFoundError("gone")
 
-    handle: DeviceHandle[object] = DeviceHandle("x", opener, backoff=Backoff(1.0, 4.0), clock=lambda: now[0])
+    # random() == 0: no share of the delay taken off, the nominal schedule exactly.
+    handle: DeviceHandle[object] = DeviceHandle(
+        "x", opener, backoff=Backoff(1.0, 4.0), clock=lambda: now[0], random=lambda: 0.0
+    )
     for step in range(200):
         now[0] = step * 0.1
         with pytest.raises(DeviceMissingError, match="device missing: x"):
             handle.get()
     assert attempts == pytest.approx([0.0, 1.0, 3.0, 7.0, 11.0, 15.0, 19.0])
+
+
+def test_device_handle_jitter_shortens_each_wait_by_at_most_half() -> None:
+    from plantmon_sensors.drivers.device import DeviceHandle
+
+    now = [0.0]
+    attempts: list[float] = []
+
+    def opener() -> object:
+        attempts.append(now[0])
+        raise FileNotFoundError("gone")
+
+    # random() just below 1: the most the default jitter takes off, half of each delay.
+    handle: DeviceHandle[object] = DeviceHandle(
+        "x", opener, backoff=Backoff(1.0, 4.0), clock=lambda: now[0], random=lambda: 0.999
+    )
+    for step in range(2000):
+        now[0] = step * 0.01
+        with pytest.raises(DeviceMissingError):
+            handle.get()
+    waits = [later - earlier for earlier, later in itertools.pairwise(attempts)]
+    nominal = [1.0, 2.0, 4.0, 4.0, 4.0]
+    assert len(waits) >= len(nominal)
+    for wait, full in zip(waits, nominal, strict=False):
+        assert full / 2 - 0.02 <= wait <= full / 2 + 0.02
 
 
 # -- Hall RPM via gpiozero's MockFactory -------------------------------------------------------

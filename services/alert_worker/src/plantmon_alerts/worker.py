@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from asyncua import Client
+from plantmon_common.backoff import ExponentialBackoff
 from plantmon_common.metrics import new_registry
 from plantmon_common.opcua import DiscoveredTag, PlantSubscriber, Sample
 from plantmon_common.service import serve_http, wait_or_stop
@@ -264,19 +265,18 @@ class AlertWorker:
 
     async def write(self, stop: asyncio.Event) -> None:
         """Keep the database in step with the engine until ``stop``; retry with backoff."""
-        delay = RETRY_INITIAL_S
+        backoff = ExponentialBackoff(RETRY_INITIAL_S, RETRY_MAX_S)
         while not stop.is_set():
             try:
                 await self.sync_once()
             except StoreError as exc:
                 self.metrics.db_errors.inc()
                 self._set_db(False, str(exc))
-                if await wait_or_stop(stop, delay):
+                if await wait_or_stop(stop, backoff.next()):
                     break
-                delay = min(delay * 2, RETRY_MAX_S)
                 continue
             self._set_db(True)
-            delay = RETRY_INITIAL_S
+            backoff.reset()
             waiters = [asyncio.ensure_future(self.outbox.wakeup.wait()), asyncio.ensure_future(stop.wait())]
             try:
                 await asyncio.wait(waiters, timeout=IDLE_PING_S, return_when=asyncio.FIRST_COMPLETED)

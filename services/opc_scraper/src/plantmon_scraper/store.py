@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 from asyncua import Client
+from plantmon_common.backoff import ExponentialBackoff
 from plantmon_common.opcua import DiscoveredTag, Sample, datavalue_to_sample
 from plantmon_common.tags import split_path
 from psycopg import AsyncConnection
@@ -190,7 +191,7 @@ class SampleStore:
         self._live_keys: set[tuple[str, datetime]] | None = None
         self._known_before: dict[str, datetime] = {}
         self._retry_at = 0.0
-        self._retry_delay = settings.retry_initial_s
+        self._retry = ExponentialBackoff(settings.retry_initial_s, settings.retry_max_s)
         self._clock_logged: set[str] = set()
         self._spool_rows = 0
         self._spool_bytes = 0
@@ -484,12 +485,11 @@ class SampleStore:
     def _write_failed(self, exc: BaseException) -> None:
         self.metrics.write_errors.inc()
         self._set_db_state(False, exc)
-        self._retry_at = time.monotonic() + self._retry_delay
-        self._retry_delay = min(self._retry_delay * 2, self.settings.retry_max_s)
+        self._retry_at = time.monotonic() + self._retry.next()
 
     def _write_ok(self) -> None:
         self._set_db_state(True)
-        self._retry_delay = self.settings.retry_initial_s
+        self._retry.reset()
 
     async def _to_spool(self, samples: Sequence[Sample]) -> None:
         for start in range(0, len(samples), self.settings.batch_size):

@@ -55,6 +55,7 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
+from plantmon_common.backoff import ExponentialBackoff
 
 from plantmon_sensors.catalog import N_BANDS, N_MFCC
 
@@ -312,7 +313,7 @@ class FeatureExtractor:
     """
 
     BUILD_TIMEOUT_S = 900.0  # generous: importing librosa on a busy Pi
-    RETRY_MIN_S = 30.0  # a failed warm-up is tried again after this, doubling up to RETRY_MAX_S
+    RETRY_MIN_S = 30.0  # a failed warm-up is tried again after at most this, doubling up to RETRY_MAX_S (jittered)
     RETRY_MAX_S = 1800.0
 
     def __init__(
@@ -335,7 +336,7 @@ class FeatureExtractor:
         self._lock = threading.Lock()
         self._child: subprocess.Popen[str] | None = None
         self._closed = False
-        self._retry_delay = self.RETRY_MIN_S
+        self._retry = ExponentialBackoff(self.RETRY_MIN_S, self.RETRY_MAX_S)
         self._retry_at: float | None = None
 
     @property
@@ -368,12 +369,12 @@ class FeatureExtractor:
             analyse(np.zeros(self.config.n_fft), self.config, tables)  # fails here, not in a request
         except Exception as exc:  # reported on the audio tags, never a crash
             self.warm_up_error = f"audio features unavailable: {type(exc).__name__}: {exc}"
-            self._retry_at = time.monotonic() + self._retry_delay
+            delay = self._retry.next()
+            self._retry_at = time.monotonic() + delay
             logger.error(
                 "audio feature warm-up failed",
-                extra={"error": self.warm_up_error, "retry_in_s": round(self._retry_delay, 1)},
+                extra={"error": self.warm_up_error, "retry_in_s": round(delay, 1)},
             )
-            self._retry_delay = min(self._retry_delay * 2, self.RETRY_MAX_S)
         else:
             self.tables, self.source, self.warm_up_error = tables, source, None
             self._ready.set()

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from plantmon_common.backoff import ExponentialBackoff
 from plantmon_common.service import wait_or_stop
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -215,7 +216,7 @@ class EventHubPublisher:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop``; retry with a bounded backoff while Event Hubs fails."""
-        delay = self.options.backoff_initial_s
+        backoff = ExponentialBackoff(self.options.backoff_initial_s, self.options.backoff_max_s)
         try:
             while not stop.is_set():
                 self.wakeup.clear()
@@ -231,12 +232,11 @@ class EventHubPublisher:
                     self.journal.attempted(e.seq for e in pending)
                     self._set_up(False, f"{type(exc).__name__}: {exc}")
                     await self._close_client()
-                    if await wait_or_stop(stop, delay):
+                    if await wait_or_stop(stop, backoff.next()):
                         break
-                    delay = min(delay * 2, self.options.backoff_max_s)
                     continue
                 self._set_up(True)
-                delay = self.options.backoff_initial_s
+                backoff.reset()
         finally:
             await self._close_client()
 

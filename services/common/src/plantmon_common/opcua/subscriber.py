@@ -19,6 +19,7 @@ from typing import Any
 
 from asyncua import Client, Node, ua
 
+from plantmon_common.backoff import ExponentialBackoff
 from plantmon_common.opcua import asyncua_private
 from plantmon_common.opcua.browse import DiscoveredTag, browse_plant
 from plantmon_common.opcua.connect import OpcUaError, connect
@@ -142,13 +143,13 @@ class PlantSubscriber:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Connect and subscribe until ``stop`` is set; every loss is followed by a reconnect."""
-        delay = self.settings.reconnect_initial_s
+        backoff = ExponentialBackoff(self.settings.reconnect_initial_s, self.settings.reconnect_max_s)
         first = True
         while not stop.is_set():
             lost_at = time.monotonic()
             try:
                 await self._session(stop)
-                delay = self.settings.reconnect_initial_s
+                backoff.reset()
             except (OpcUaError, OSError, TimeoutError, ua.UaError, ConnectionError) as exc:
                 message = f"{type(exc).__name__}: {exc}"
                 if message != self.last_error:
@@ -163,8 +164,7 @@ class PlantSubscriber:
                 self.reconnects += 1
             first = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            delay = min(delay * 2, self.settings.reconnect_max_s)
+                await asyncio.wait_for(stop.wait(), timeout=backoff.next())
             logger.debug("reconnecting", extra={"down_s": round(time.monotonic() - lost_at, 1)})
 
     async def _session(self, stop: asyncio.Event) -> None:

@@ -5,7 +5,8 @@ an audio stream). A device that cannot be opened (no ``/dev/spidev0.0``, no ``/d
 audio input, the library itself missing) raises :class:`~plantmon_sensors.drivers.DeviceMissingError`
 with a clear reason: one warning line when it goes missing, one info line when it comes back,
 nothing in between. Opening is retried with exponential backoff (``retry_min_s`` doubling up to
-``retry_max_s``); between attempts reads fail at once with the last reason. A read that fails on
+``retry_max_s``, jittered: :class:`plantmon_common.backoff.ExponentialBackoff`); between attempts
+reads fail at once with the last reason. A read that fails on
 an open device closes it, so the next read (after the backoff) opens it afresh.
 
 :class:`BlockingCall` runs a driver's blocking bus transfer in a worker thread, one at a time: a
@@ -23,6 +24,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from plantmon_common.backoff import ExponentialBackoff
+
 from plantmon_sensors.drivers.errors import DeviceMissingError, NoResponseError
 
 logger = logging.getLogger(__name__)
@@ -33,10 +36,16 @@ R = TypeVar("R")
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """Seconds between attempts to open a missing device."""
+    """Seconds between attempts to open a missing device (the settings of its schedule)."""
 
     retry_min_s: float = 1.0
     retry_max_s: float = 60.0
+
+    def schedule(self, random: Callable[[], float] | None = None) -> ExponentialBackoff:
+        """The delays these settings give; ``random`` (tests) fixes the jitter."""
+        if random is None:
+            return ExponentialBackoff(self.retry_min_s, self.retry_max_s)
+        return ExponentialBackoff(self.retry_min_s, self.retry_max_s, random=random)
 
 
 class DeviceHandle(Generic[T]):
@@ -49,6 +58,7 @@ class DeviceHandle(Generic[T]):
         closer: Callable[[T], None] | None = None,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
+        random: Callable[[], float] | None = None,
     ) -> None:
         self.name = name
         self._opener = opener
@@ -58,7 +68,7 @@ class DeviceHandle(Generic[T]):
         self._device: T | None = None
         self._lock = threading.Lock()
         self._next_attempt = 0.0
-        self._delay = self.backoff.retry_min_s
+        self._retry = self.backoff.schedule(random)
         self._missing_reason: str | None = None
         self.attempts = 0
 
@@ -88,18 +98,18 @@ class DeviceHandle(Generic[T]):
             else:
                 logger.info("device opened", extra={"device": self.name})
             self._device, self._missing_reason = device, None
-            self._delay = self.backoff.retry_min_s
+            self._retry.reset()
             return device
 
     def _mark_missing(self, reason: str, now: float) -> None:
+        delay = self._retry.next()
         if self._missing_reason is None:
             logger.warning(
                 "device missing; its tags are bad until it answers (retrying with backoff)",
-                extra={"device": self.name, "reason": reason, "retry_in_s": self._delay},
+                extra={"device": self.name, "reason": reason, "retry_in_s": round(delay, 2)},
             )
         self._missing_reason = reason
-        self._next_attempt = now + self._delay
-        self._delay = min(self._delay * 2.0, self.backoff.retry_max_s)
+        self._next_attempt = now + delay
 
     def failed(self, reason: str) -> None:
         """The open device stopped answering: close it; the next :meth:`get` reopens it (after the backoff)."""
@@ -109,8 +119,7 @@ class DeviceHandle(Generic[T]):
             if self._missing_reason is None:
                 logger.warning("device lost; reopening", extra={"device": self.name, "reason": reason})
             self._missing_reason = reason
-            self._next_attempt = self._clock() + self._delay
-            self._delay = min(self._delay * 2.0, self.backoff.retry_max_s)
+            self._next_attempt = self._clock() + self._retry.next()
 
     def close(self) -> None:
         with self._lock:

@@ -148,7 +148,8 @@ async def test_max31855_recovers_when_the_device_comes_back_and_after_a_bus_erro
     assert (await driver.read_thermocouple()).celsius == 51.0
 
 
-def test_device_handle_backs_off_exponentially_between_attempts() -> None:
+def attempt_times(random: float, step: float, steps: int) -> list[float]:
+    """When a handle whose device is always missing tries to open it, polled every ``step`` s."""
     from plantmon_sensors.drivers.device import DeviceHandle
 
     now = [0.0]
@@ -158,35 +159,24 @@ def test_device_handle_backs_off_exponentially_between_attempts() -> None:
         attempts.append(now[0])
         raise FileNotFoundError("gone")
 
-    # random() == 0: no share of the delay taken off, the nominal schedule exactly.
     handle: DeviceHandle[object] = DeviceHandle(
-        "x", opener, backoff=Backoff(1.0, 4.0), clock=lambda: now[0], random=lambda: 0.0
+        "x", opener, backoff=Backoff(1.0, 4.0), clock=lambda: now[0], random=lambda: random
     )
-    for step in range(200):
-        now[0] = step * 0.1
+    for i in range(steps):
+        now[0] = i * step
         with pytest.raises(DeviceMissingError, match="device missing: x"):
             handle.get()
-    assert attempts == pytest.approx([0.0, 1.0, 3.0, 7.0, 11.0, 15.0, 19.0])
+    return attempts
+
+
+def test_device_handle_backs_off_exponentially_between_attempts() -> None:
+    # random() == 0: no share of the delay taken off, the nominal schedule exactly.
+    assert attempt_times(0.0, 0.1, 200) == pytest.approx([0.0, 1.0, 3.0, 7.0, 11.0, 15.0, 19.0])
 
 
 def test_device_handle_jitter_shortens_each_wait_by_at_most_half() -> None:
-    from plantmon_sensors.drivers.device import DeviceHandle
-
-    now = [0.0]
-    attempts: list[float] = []
-
-    def opener() -> object:
-        attempts.append(now[0])
-        raise FileNotFoundError("gone")
-
     # random() just below 1: the most the default jitter takes off, half of each delay.
-    handle: DeviceHandle[object] = DeviceHandle(
-        "x", opener, backoff=Backoff(1.0, 4.0), clock=lambda: now[0], random=lambda: 0.999
-    )
-    for step in range(2000):
-        now[0] = step * 0.01
-        with pytest.raises(DeviceMissingError):
-            handle.get()
+    attempts = attempt_times(0.999, 0.01, 2000)
     waits = [later - earlier for earlier, later in itertools.pairwise(attempts)]
     nominal = [1.0, 2.0, 4.0, 4.0, 4.0]
     assert len(waits) >= len(nominal)

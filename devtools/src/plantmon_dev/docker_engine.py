@@ -18,19 +18,18 @@ is started or stopped. ``PLANTMON_DOCKER_DATA_ROOT`` moves the engine's data roo
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plantmon_dev.procs import is_root, wait_until
+from plantmon_dev.managed import ManagedProcess
+from plantmon_dev.procs import is_root
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +74,7 @@ class DockerEngine:
     data_root: Path = DEFAULT_DATA_ROOT
     run_dir: Path = Path("/run/plantmon-docker")
     host: str = field(default_factory=lambda: os.environ.get("PLANTMON_DOCKER_HOST", ""))
-    _proc: subprocess.Popen[bytes] | None = None
-    _log: Path | None = None
+    _dockerd: ManagedProcess | None = None
 
     @property
     def pidfile(self) -> Path:
@@ -121,47 +119,33 @@ class DockerEngine:
             raise EngineError("dockerd needs root here; or set PLANTMON_DOCKER_HOST to a running engine")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.data_root.mkdir(parents=True, exist_ok=True)
-        self._log = self.run_dir / "dockerd.log"
-        with self._log.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [
-                    dockerd,
-                    f"--data-root={self.data_root}",
-                    f"--exec-root={self.run_dir / 'exec'}",
-                    f"--pidfile={self.pidfile}",
-                    f"--host=unix://{self.socket}",
-                    "--iptables=false",
-                    "--ip-forward=false",
-                    "--log-level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-        def ready() -> bool:
-            if self._proc is not None and self._proc.poll() is not None:
-                tail = self._log.read_text(errors="replace")[-2000:] if self._log else ""
-                raise EngineError(f"dockerd exited with {self._proc.returncode}:\n{tail}")
-            return self.answers()
-
-        wait_until(ready, 60, "dockerd answers on its socket", interval=0.5)
-        logger.info("dockerd started", extra={"pid": self._proc.pid, "data_root": str(self.data_root)})
+        command = [
+            dockerd,
+            f"--data-root={self.data_root}",
+            f"--exec-root={self.run_dir / 'exec'}",
+            f"--pidfile={self.pidfile}",
+            f"--host=unix://{self.socket}",
+            "--iptables=false",
+            "--ip-forward=false",
+            "--log-level=warn",
+        ]
+        # SIGTERM to dockerd alone at stop: it stops its containers and its containerd itself;
+        # what of its process group is left after the bounded wait is killed.
+        self._dockerd = ManagedProcess(
+            "dockerd", command, self.run_dir / "dockerd.log", stop_timeout=60, term_group=False
+        )
+        self._dockerd.start()
+        try:
+            self._dockerd.wait_ready(self.answers, 60, "it answers on its socket", interval=0.5)
+        except RuntimeError as exc:
+            raise EngineError(str(exc)) from None
+        logger.info("dockerd started", extra={"pid": self._dockerd.pid, "data_root": str(self.data_root)})
 
     def stop(self) -> None:
         """Stop what :meth:`start` started: SIGTERM (dockerd stops its containers), then SIGKILL."""
-        if self._proc is None:
-            return
-        # dockerd alone first: it stops its containers and its containerd itself.
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self._proc.pid, signal.SIGTERM)
-        try:
-            self._proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait(timeout=30)
-        self._proc = None
+        if self._dockerd is not None:
+            self._dockerd.stop()
+            self._dockerd = None
 
     def has_image(self, name: str) -> bool:
         return self.docker("image", "inspect", name, check=False).returncode == 0

@@ -19,17 +19,14 @@ import json
 import logging
 import os
 import shutil
-import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-import httpx
 import yaml
 
-from plantmon_dev.procs import free_port, stop_process
+from plantmon_dev.managed import LocalServer, ManagedProcess, http_ok
+from plantmon_dev.procs import free_port, repo_root
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +42,6 @@ HOW_TO_INSTALL = (
 
 class GrafanaNotInstalled(FileNotFoundError):
     """No ``grafana`` / ``grafana-server`` binary: the message says how to get one."""
-
-
-def repo_root() -> Path:
-    """The repository checkout this module was installed from (editable install)."""
-    return Path(__file__).resolve().parents[3]
 
 
 def default_provisioning() -> Path:
@@ -134,7 +126,7 @@ def render_ini(port: int, workdir: Path) -> str:
 
 
 @dataclass
-class LocalGrafana:
+class LocalGrafana(LocalServer):
     """Grafana on 127.0.0.1:``port`` with the project's provisioning pointed at local services.
 
     ``postgres`` is ``host:port`` of the database; ``reader_password`` the read-only role's
@@ -151,23 +143,15 @@ class LocalGrafana:
     port: int = field(default_factory=free_port)
     provisioning: Path = field(default_factory=default_provisioning)
     dashboards: Path = field(default_factory=default_dashboards)
-    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    process: ManagedProcess | None = field(default=None, init=False, repr=False)
+    # Its files in the work folder, and its address: set at construction.
+    ini_path: Path = field(init=False, repr=False)
+    log_path: Path = field(init=False, repr=False)
+    url: str = field(init=False)
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ini_path(self) -> Path:
-        return self.workdir / "grafana.ini"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "grafana.log"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+    def __post_init__(self) -> None:
+        self.ini_path, self.log_path = self.workdir / "grafana.ini", self.workdir / "grafana.log"
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def environment(self) -> dict[str, str]:
         """What Grafana's process needs: the admin password and the values the provisioning expands."""
@@ -210,37 +194,15 @@ class LocalGrafana:
         home = grafana_home(command)
         self.write_config()
         cmd = [*command, "--homepath", str(home), "--config", str(self.ini_path)]
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                cmd, env={**os.environ, **self.environment()}, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                tail = self.log_path.read_text(errors="replace")[-2000:]
-                self._proc = None
-                raise RuntimeError(f"grafana exited before it was ready: {tail}")
-            try:
-                if httpx.get(f"{self.url}/api/health", timeout=2).status_code == 200:
-                    logger.info("grafana started", extra={"url": self.url, "pid": self._proc.pid})
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise TimeoutError(f"grafana not ready on {self.url} after {timeout} s (log: {self.log_path})")
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            stop_process(self._proc, timeout=20)
-            logger.info("grafana stopped", extra={"url": self.url, "returncode": self._proc.returncode})
-            self._proc = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+        env = {**os.environ, **self.environment()}
+        self.process = ManagedProcess("grafana", cmd, self.log_path, env=env, cwd=self.workdir, stop_timeout=20)
+        self.process.start()
+        try:
+            self.process.wait_ready(lambda: http_ok(f"{self.url}/api/health"), timeout, "/api/health answers", 0.5)
+        except TimeoutError as exc:
+            self.stop()
+            raise TimeoutError(f"{exc} (log: {self.log_path})") from None
+        except RuntimeError:
+            self.stop()
+            raise
+        logger.info("grafana started", extra={"url": self.url, "pid": self.pid})

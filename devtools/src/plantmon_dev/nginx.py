@@ -21,14 +21,13 @@ import pwd
 import re
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
-from plantmon_dev.procs import free_port, is_root, stop_process, wait_for_port
+from plantmon_dev.managed import LocalServer, ManagedProcess, own_or_temporary
+from plantmon_dev.procs import free_port, is_root, port_open, repo_root
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +38,6 @@ LOOPBACK_NETWORKS = ("127.0.0.1/32", "::1/128")
 
 class DmzConfigError(ValueError):
     """The template cannot be rendered (a missing or invalid value) or nginx rejects the result."""
-
-
-def repo_root() -> Path:
-    """The repository checkout this module was installed from (editable install)."""
-    return Path(__file__).resolve().parents[3]
 
 
 def default_template() -> Path:
@@ -140,7 +134,7 @@ def _worker_user() -> str:
 
 
 @dataclass
-class NginxDmz:
+class NginxDmz(LocalServer):
     """The DMZ in front of ``upstream`` (``host:port``), listening on 127.0.0.1:``port``.
 
     ``prefix`` holds the rendered ``nginx.conf``, the pid file, temp folders and ``logs/``; a
@@ -157,44 +151,24 @@ class NginxDmz:
     template: Path = field(default_factory=default_template)
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
-    _temporary: bool = field(default=False, init=False, repr=False)
+    process: ManagedProcess | None = field(default=None, init=False, repr=False)
+    # The files in the prefix, set from it at construction.
+    prefix_dir: Path = field(init=False, repr=False)
+    conf_path: Path = field(init=False, repr=False)
+    access_log: Path = field(init=False, repr=False)
+    error_log: Path = field(init=False, repr=False)
+    _scratch: Path | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.prefix is None:
-            self.prefix = Path(tempfile.mkdtemp(prefix="plantmon-nginx-"))
-            self._temporary = True
-
-    @property
-    def prefix_dir(self) -> Path:
-        assert self.prefix is not None
-        return self.prefix
-
-    @property
-    def conf_path(self) -> Path:
-        return self.prefix_dir / "nginx.conf"
-
-    @property
-    def access_log(self) -> Path:
-        return self.prefix_dir / "logs" / "access.log"
-
-    @property
-    def error_log(self) -> Path:
-        return self.prefix_dir / "logs" / "error.log"
+        self.prefix_dir, self._scratch = own_or_temporary(self.prefix, "plantmon-nginx-")
+        self.prefix = self.prefix_dir
+        self.conf_path = self.prefix_dir / "nginx.conf"
+        self.access_log, self.error_log = (self.prefix_dir / "logs" / name for name in ("access.log", "error.log"))
 
     @property
     def url(self) -> str:
         scheme = "https" if self.tls_cert is not None else "http"
         return f"{scheme}://{self.host}:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """The pid of the running process (nginx's master), None when stopped."""
-        return self._proc.pid if self.running and self._proc is not None else None
 
     def values(self) -> dict[str, str]:
         """The template values for this instance."""
@@ -240,27 +214,15 @@ class NginxDmz:
             return
         self.write_config()
         self.check_config()
-        out = (self.prefix_dir / "logs" / "nginx.out").open("ab")
+        self.process = ManagedProcess("nginx", self._cmd("-g", "daemon off;"), self.prefix_dir / "logs" / "nginx.out")
+        self.process.start()
         try:
-            self._proc = subprocess.Popen(self._cmd("-g", "daemon off;"), stdout=out, stderr=subprocess.STDOUT)
-        finally:
-            out.close()
-        try:
-            wait_for_port(self.port, timeout=timeout, proc=self._proc)
+            self.process.wait_ready(lambda: port_open(self.port), timeout, f"it listens on {self.port}", interval=0.1)
         except (RuntimeError, TimeoutError) as exc:
             errors = self.error_log.read_text(errors="replace")[-2000:] if self.error_log.exists() else ""
             self.stop()
             raise RuntimeError(f"nginx DMZ did not start on {self.url}: {exc}; error log: {errors}") from exc
-        logger.info("nginx DMZ started", extra={"url": self.url, "upstream": self.upstream, "pid": self._proc.pid})
-
-    def stop(self) -> None:
-        """Stop nginx (SIGTERM, then SIGKILL) and delete a temporary prefix."""
-        if self._proc is not None:
-            stop_process(self._proc)
-            logger.info("nginx DMZ stopped", extra={"url": self.url, "returncode": self._proc.returncode})
-            self._proc = None
-        if self._temporary:
-            shutil.rmtree(self.prefix_dir, ignore_errors=True)
+        logger.info("nginx DMZ started", extra={"url": self.url, "upstream": self.upstream, "pid": self.pid})
 
     def access_log_entries(self) -> list[dict[str, Any]]:
         """The access log, one parsed JSON object per line (raises on a line that is not JSON)."""
@@ -268,19 +230,6 @@ class NginxDmz:
             return []
         lines = self.access_log.read_text(encoding="utf-8").splitlines()
         return [json.loads(line) for line in lines if line.strip()]
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
 
 @contextlib.contextmanager

@@ -15,18 +15,16 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import httpx
 import yaml
 
-from plantmon_dev.procs import free_port, stop_process
+from plantmon_dev.managed import LocalServer, ManagedProcess, http_ok, own_or_temporary
+from plantmon_dev.procs import free_port, repo_root, wait_until
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +33,6 @@ TARGET = re.compile(r"^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}$")
 
 class PrometheusConfigError(ValueError):
     """The configuration cannot be rendered, or promtool rejects it."""
-
-
-def repo_root() -> Path:
-    """The repository checkout this module was installed from (editable install)."""
-    return Path(__file__).resolve().parents[3]
 
 
 def default_config() -> Path:
@@ -119,7 +112,7 @@ def promtool_check_config(path: Path) -> None:
 
 
 @dataclass
-class LocalPrometheus:
+class LocalPrometheus(LocalServer):
     """Prometheus on 127.0.0.1:``port`` scraping ``targets`` (job name -> ``host:port``).
 
     ``workdir`` holds ``prometheus.yml``, ``data/`` and ``prometheus.log``; a temporary one
@@ -133,39 +126,19 @@ class LocalPrometheus:
     retention_size: str = "256MB"
     rules_dir: Path = field(default_factory=default_rules_dir)
     source: Path = field(default_factory=default_config)
-    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
-    _temporary: bool = field(default=False, init=False, repr=False)
+    process: ManagedProcess | None = field(default=None, init=False, repr=False)
+    # The work folder and its files, and the address: set at construction.
+    dir: Path = field(init=False, repr=False)
+    config_path: Path = field(init=False, repr=False)
+    log_path: Path = field(init=False, repr=False)
+    url: str = field(init=False)
+    _scratch: Path | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.workdir is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix="plantmon-prometheus-"))
-            self._temporary = True
-
-    @property
-    def dir(self) -> Path:
-        assert self.workdir is not None
-        return self.workdir
-
-    @property
-    def config_path(self) -> Path:
-        return self.dir / "prometheus.yml"
-
-    @property
-    def log_path(self) -> Path:
-        return self.dir / "prometheus.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
-    def pid(self) -> int | None:
-        """The pid of the running process (nginx's master), None when stopped."""
-        return self._proc.pid if self.running and self._proc is not None else None
+        self.dir, self._scratch = own_or_temporary(self.workdir, "plantmon-prometheus-")
+        self.workdir = self.dir
+        self.config_path, self.log_path = self.dir / "prometheus.yml", self.dir / "prometheus.log"
+        self.url = f"http://127.0.0.1:{self.port}"
 
     def all_targets(self) -> dict[str, str]:
         targets = dict(self.targets)
@@ -192,39 +165,18 @@ class LocalPrometheus:
             f"--storage.tsdb.retention.size={self.retention_size}",
             f"--web.listen-address=127.0.0.1:{self.port}",
         ]
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        self.process = ManagedProcess("prometheus", cmd, self.log_path, stop_timeout=20)
+        self.process.start()
         try:
-            self._wait_ready(timeout)
-        except (RuntimeError, TimeoutError):
+            self.process.wait_ready(lambda: http_ok(f"{self.url}/-/ready"), timeout, f"ready on {self.url}")
+        except TimeoutError as exc:
+            tail = self.process.tail()
+            self.stop()
+            raise TimeoutError(f"{exc}: {tail}") from None
+        except RuntimeError:
             self.stop()
             raise
         logger.info("prometheus started", extra={"url": self.url, "jobs": sorted(self.all_targets())})
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc is not None and self._proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self._proc.returncode}: {self._log_tail()}")
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"prometheus not ready on {self.url} after {timeout} s: {self._log_tail()}")
-
-    def _log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        """Stop Prometheus (SIGTERM, then SIGKILL); delete a temporary workdir."""
-        if self._proc is not None:
-            stop_process(self._proc, timeout=20)
-            logger.info("prometheus stopped", extra={"url": self.url, "returncode": self._proc.returncode})
-            self._proc = None
-        if self._temporary:
-            shutil.rmtree(self.dir, ignore_errors=True)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """An instant query through the HTTP API: the ``result`` list of a vector answer."""
@@ -249,33 +201,24 @@ class LocalPrometheus:
 
     def wait_for_scrape(self, job: str, timeout: float = 30.0) -> float:
         """Poll until ``job`` has been scraped once (bounded); returns its ``up`` value."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if (value := self.up().get(job)) is not None:
-                return value
-            time.sleep(0.25)
-        raise TimeoutError(f"job {job} not scraped after {timeout} s")
+        seen: dict[str, float] = {}
+
+        def scraped() -> bool:
+            seen.update(self.up())
+            return job in seen
+
+        wait_until(scraped, timeout, f"job {job} scraped once", interval=0.25)
+        return seen[job]
 
     def wait_until_up(self, job: str, timeout: float = 30.0) -> None:
         """Poll until ``up`` is 1 for ``job`` (bounded)."""
-        deadline = time.monotonic() + timeout
         seen: dict[str, float] = {}
-        while time.monotonic() < deadline:
-            seen = self.up()
-            if seen.get(job) == 1.0:
-                return
-            time.sleep(0.25)
-        raise TimeoutError(f"job {job} not up after {timeout} s; up is {seen}")
 
-    def __enter__(self) -> Self:
+        def up() -> bool:
+            seen.update(self.up())
+            return seen.get(job) == 1.0
+
         try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+            wait_until(up, timeout, f"job {job} up", interval=0.25)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; up is {seen}") from None

@@ -21,25 +21,23 @@ import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from plantmon_dev.grafana import GrafanaNotInstalled, LocalGrafana, grafana_command
+from plantmon_dev.managed import LocalServer, ManagedProcess, StartStop
 from plantmon_dev.memory import PartMemory, measure
-from plantmon_dev.nginx import NginxDmz
+from plantmon_dev.nginx import NginxDmz, default_template
 from plantmon_dev.postgres import PostgresCluster
-from plantmon_dev.procs import free_port, stop_process, wait_for_port
+from plantmon_dev.procs import free_port, port_open, repo_root, wait_for_port
 from plantmon_dev.prometheus import LocalPrometheus
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = repo_root()
 SECRET_NAMES = (
     "PG_SUPERUSER_PASSWORD",
     "DB_WRITER_PASSWORD",
@@ -103,41 +101,7 @@ def load_or_create_secrets(path: Path) -> dict[str, str]:
 
 
 @dataclass
-class Service:
-    """One child process of the stack."""
-
-    name: str
-    module: str
-    env: dict[str, str]
-    health_port: int
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
-
-    def start(self) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module],
-                env={**os.environ, **self.env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.log.parent,
-                start_new_session=True,
-            )
-
-    def tail(self, lines: int = 20) -> str:
-        if not self.log.exists():
-            return ""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc, timeout=15)
-
-
-@dataclass
-class Stack:
+class Stack(StartStop):
     """The local pipeline. Use as a context manager, or :meth:`start` / :meth:`stop`."""
 
     data_dir: Path
@@ -152,7 +116,7 @@ class Stack:
     # child that builds them); a warm one spares a start that child. Default: in the data folder.
     numba_cache_dir: Path | None = None
     extra_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
-    services: dict[str, Service] = field(default_factory=dict, init=False)
+    services: dict[str, ManagedProcess] = field(default_factory=dict, init=False)
     postgres: PostgresCluster | None = field(default=None, init=False)
     dmz: NginxDmz | None = field(default=None, init=False)
     prometheus: LocalPrometheus | None = field(default=None, init=False)
@@ -286,16 +250,16 @@ class Stack:
             port=self.ports.grafana,
         )
 
-    def start_service(self, name: str, module: str, health_port: int) -> Service:
-        service = Service(name, module, self._service_env(name), health_port, self.logs / f"{name}.log")
+    def start_service(self, name: str, module: str, health_port: int) -> ManagedProcess:
+        log = self.logs / f"{name}.log"
+        env = {**os.environ, **self._service_env(name)}
+        service = ManagedProcess(name, [sys.executable, "-m", module], log, env=env, cwd=self.logs, stop_timeout=15)
         service.start()
         self.services[name] = service
         try:
-            wait_for_port(health_port, timeout=90, proc=service.proc)
+            service.wait_ready(lambda: port_open(health_port), 90, f"it listens on {health_port}", interval=0.1)
         except (RuntimeError, TimeoutError) as exc:
-            raise RuntimeError(
-                f"{name} did not start: {exc}\n--- last lines of {service.log} ---\n{service.tail()}"
-            ) from exc
+            raise RuntimeError(f"{name} did not start: {exc}\n--- end of {log} ---\n{service.tail()}") from exc
         logger.info("service started", extra={"service": name, "port": health_port, "log": str(service.log)})
         return service
 
@@ -313,7 +277,7 @@ class Stack:
                 f"127.0.0.1:{self.ports.sensors}",
                 port=self.ports.dmz,
                 prefix=self.data_dir / "nginx",
-                **({"template": self.dmz_template} if self.dmz_template else {}),
+                template=self.dmz_template or default_template(),
             )
             self.dmz.start()
             self.start_service("opc_server", "plantmon_opc_server", self.ports.opc_server_http)
@@ -341,16 +305,18 @@ class Stack:
             self.stop()
             raise
 
+    def children(self) -> dict[str, ManagedProcess]:
+        """Every child process of the stack but PostgreSQL (which pg_ctl runs), by name."""
+        runners: dict[str, LocalServer | None] = {"nginx": self.dmz, "prometheus": self.prometheus}
+        runners["grafana"] = self.grafana
+        children = {name: r.process for name, r in runners.items() if r is not None and r.process is not None}
+        return {**children, **self.services}
+
     def check_children(self) -> None:
-        """Restart a service that died (like compose's restart policy), saying so loudly."""
-        for service in self.services.values():
-            if service.proc is not None and service.proc.poll() is not None:
-                logger.error(
-                    "service exited, restarting it",
-                    extra={"service": service.name, "code": service.proc.returncode, "tail": service.tail(5)},
-                )
-                service.restarts += 1
-                service.start()
+        """Restart a child that died (like compose's restart policy), with a growing delay and a log
+        line each time; one that keeps dying is left crash-looping (see :mod:`plantmon_dev.managed`)."""
+        for child in self.children().values():
+            child.supervise()
 
     def memory_roots(self) -> dict[str, list[int]]:
         """Root pids of every running part (name -> pids); :func:`~plantmon_dev.memory.measure` adds children."""
@@ -359,15 +325,9 @@ class Stack:
             pidfile = self.postgres.datadir / "postmaster.pid"
             if pidfile.exists():
                 roots["postgresql"] = [int(pidfile.read_text().split()[0])]
-        if self.dmz is not None and self.dmz.pid is not None:
-            roots["nginx"] = [self.dmz.pid]
-        if self.prometheus is not None and self.prometheus.pid is not None:
-            roots["prometheus"] = [self.prometheus.pid]
-        if self.grafana is not None and self.grafana.pid is not None:
-            roots["grafana"] = [self.grafana.pid]
-        for name, service in self.services.items():
-            if service.proc is not None and service.proc.poll() is None:
-                roots[name] = [service.proc.pid]
+        for name, child in self.children().items():
+            if child.pid is not None:
+                roots[name] = [child.pid]
         return roots
 
     def measure_memory(self) -> list[PartMemory]:
@@ -387,15 +347,6 @@ class Stack:
         if self.postgres is not None:
             self.postgres.stop("fast")
         logger.info("stack stopped")
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def banner(self) -> str:
         p, s = self.ports, self.secrets

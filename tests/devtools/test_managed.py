@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from plantmon_dev.managed import ManagedProcess, ProcessState, RestartPolicy, group_members
@@ -24,6 +26,29 @@ class Clock:
         return self.now
 
 
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def dying(tmp_path: Path, clock: Clock) -> Iterator[Callable[..., ManagedProcess]]:
+    """Start a child that exits at once (code 3), supervised on ``clock``; every one is stopped after."""
+    started: list[ManagedProcess] = []
+
+    def start(random: float = 0.0, **policy: Any) -> ManagedProcess:
+        restart = RestartPolicy(**policy)
+        child = ManagedProcess("dies", DIES, tmp_path / "dies.log", restart=restart, clock=clock, random=lambda: random)
+        started.append(child)
+        child.start()
+        return child
+
+    yield start
+    for child in started:
+        child.stop()
+        assert child.state is ProcessState.STOPPED
+
+
 def exited(child: ManagedProcess) -> bool:
     return child.proc is not None and child.proc.poll() is not None
 
@@ -36,76 +61,55 @@ def dies_and_is_restarted(child: ManagedProcess, clock: Clock) -> None:
     assert child.supervise() is ProcessState.RUNNING
 
 
-def test_a_child_that_dies_is_restarted_after_growing_delays(tmp_path: Path) -> None:
-    clock = Clock()
-    policy = RestartPolicy(initial_s=1.0, max_s=8.0, max_restarts=10, stable_s=60.0)
-    child = ManagedProcess("dies", DIES, tmp_path / "dies.log", restart=policy, clock=clock, random=lambda: 0.0)
-    child.start()
-    try:
-        for restarts in range(5):
-            wait_until(lambda: exited(child), 30, "the child exits")
-            assert child.supervise() is ProcessState.RESTARTING
-            assert child.restarts == restarts
-            clock.now += child.restart_delays[-1] - 0.01
-            assert child.supervise() is ProcessState.RESTARTING, "not restarted before its delay"
-            clock.now += 0.01
-            assert child.supervise() is ProcessState.RUNNING
-            assert child.restarts == restarts + 1
-        assert list(child.restart_delays) == [1.0, 2.0, 4.0, 8.0, 8.0]
-    finally:
-        child.stop()
-    assert child.state is ProcessState.STOPPED
-
-
-def test_the_delays_are_jittered_within_the_schedule(tmp_path: Path) -> None:
-    clock = Clock()
-    policy = RestartPolicy(initial_s=1.0, max_s=4.0, max_restarts=10)
-    child = ManagedProcess("dies", DIES, tmp_path / "dies.log", restart=policy, clock=clock, random=lambda: 0.999)
-    child.start()
-    try:
-        for _ in range(3):
-            dies_and_is_restarted(child, clock)
-        assert list(child.restart_delays) == pytest.approx([0.5, 1.0, 2.0], abs=0.01)
-    finally:
-        child.stop()
-
-
-def test_a_run_of_stable_s_starts_the_schedule_afresh(tmp_path: Path) -> None:
-    clock = Clock()
-    policy = RestartPolicy(initial_s=1.0, max_s=8.0, max_restarts=2, stable_s=60.0)
-    child = ManagedProcess("dies", DIES, tmp_path / "dies.log", restart=policy, clock=clock, random=lambda: 0.0)
-    child.start()
-    try:
-        for _ in range(2):
-            dies_and_is_restarted(child, clock)
+def test_a_child_that_dies_is_restarted_after_growing_delays(
+    dying: Callable[..., ManagedProcess], clock: Clock
+) -> None:
+    child = dying(random=0.0, initial_s=1.0, max_s=8.0, max_restarts=10, stable_s=60.0)
+    for restarts in range(5):
         wait_until(lambda: exited(child), 30, "the child exits")
-        clock.now += 60.0  # it "ran" a minute this time
         assert child.supervise() is ProcessState.RESTARTING
-        assert list(child.restart_delays) == [1.0, 2.0, 1.0]
-        assert child.crashes_in_a_row == 1
-    finally:
-        child.stop()
+        assert child.restarts == restarts
+        clock.now += child.restart_delays[-1] - 0.01
+        assert child.supervise() is ProcessState.RESTARTING, "not restarted before its delay"
+        clock.now += 0.01
+        assert child.supervise() is ProcessState.RUNNING
+        assert child.restarts == restarts + 1
+    assert list(child.restart_delays) == [1.0, 2.0, 4.0, 8.0, 8.0]
 
 
-def test_a_crash_looping_child_is_left_stopped_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    clock = Clock()
-    policy = RestartPolicy(initial_s=0.5, max_s=2.0, max_restarts=3)
-    child = ManagedProcess("dies", DIES, tmp_path / "dies.log", restart=policy, clock=clock, random=lambda: 0.0)
-    child.start()
-    try:
-        for _ in range(3):
-            dies_and_is_restarted(child, clock)
-        wait_until(lambda: exited(child), 30, "the child exits a fourth time")
-        assert child.supervise() is ProcessState.CRASH_LOOPING
-        assert child.restarts == 3
-        assert child.returncode == 3
-        clock.now += 3600
-        assert child.supervise() is ProcessState.CRASH_LOOPING, "never restarted again"
-        assert child.restarts == 3
-        assert "crash looping" in caplog.text
-        assert caplog.text.count("process exited, restarting it") == 3
-    finally:
-        child.stop()
+def test_the_delays_are_jittered_within_the_schedule(dying: Callable[..., ManagedProcess], clock: Clock) -> None:
+    child = dying(random=0.999, initial_s=1.0, max_s=4.0, max_restarts=10)
+    for _ in range(3):
+        dies_and_is_restarted(child, clock)
+    assert list(child.restart_delays) == pytest.approx([0.5, 1.0, 2.0], abs=0.01)
+
+
+def test_a_run_of_stable_s_starts_the_schedule_afresh(dying: Callable[..., ManagedProcess], clock: Clock) -> None:
+    child = dying(random=0.0, initial_s=1.0, max_s=8.0, max_restarts=2, stable_s=60.0)
+    for _ in range(2):
+        dies_and_is_restarted(child, clock)
+    wait_until(lambda: exited(child), 30, "the child exits")
+    clock.now += 60.0  # it "ran" a minute this time
+    assert child.supervise() is ProcessState.RESTARTING
+    assert list(child.restart_delays) == [1.0, 2.0, 1.0]
+    assert child.crashes_in_a_row == 1
+
+
+def test_a_crash_looping_child_is_left_stopped_and_says_so(
+    dying: Callable[..., ManagedProcess], clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    child = dying(random=0.0, initial_s=0.5, max_s=2.0, max_restarts=3)
+    for _ in range(3):
+        dies_and_is_restarted(child, clock)
+    wait_until(lambda: exited(child), 30, "the child exits a fourth time")
+    assert child.supervise() is ProcessState.CRASH_LOOPING
+    assert child.restarts == 3
+    assert child.returncode == 3
+    clock.now += 3600
+    assert child.supervise() is ProcessState.CRASH_LOOPING, "never restarted again"
+    assert child.restarts == 3
+    assert "crash looping" in caplog.text
+    assert caplog.text.count("process exited, restarting it") == 3
 
 
 GRANDPARENT = """

@@ -17,7 +17,7 @@ from asyncua.server.user_managers import UserManager
 from plantmon_common.opcua import ensure_certificate
 from plantmon_dev.procs import free_port
 
-from services.alert_worker.tests.loopback_support import LoopbackServer
+from services.alert_worker.tests.loopback_support import LoopbackServer, splice
 
 T = TypeVar("T")
 
@@ -93,15 +93,7 @@ class CuttableProxy(LoopbackServer):
             writer.transport.abort()
             return
         self._writers |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await splice((reader, writer), (up_reader, up_writer))
         self._writers -= {writer, up_writer}
 
 

@@ -44,7 +44,7 @@ from proton import Condition, Data, Delivery, Described, Message, symbol, timest
 from proton.handlers import MessagingHandler
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
-from services.alert_worker.tests.loopback_support import LoopbackServer
+from services.alert_worker.tests.loopback_support import LoopbackServer, pipe, splice
 
 logger = logging.getLogger(__name__)
 
@@ -207,23 +207,21 @@ class FrameRelay(LoopbackServer):
             return _ws_frame(0x2, data) if websocket else data
 
         async def forward(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            if not websocket:
+                dst.write(first)
+                await pipe(src, dst)
+                return
             with contextlib.suppress(OSError, asyncio.IncompleteReadError, asyncio.CancelledError):
-                if not websocket:
-                    dst.write(first)
-                    while data := await src.read(65536):
-                        dst.write(data)
+                while True:
+                    opcode, payload = await _read_ws_frame(src)
+                    if opcode in (0x0, 0x1, 0x2):
+                        dst.write(payload)
                         await dst.drain()
-                else:
-                    while True:
-                        opcode, payload = await _read_ws_frame(src)
-                        if opcode in (0x0, 0x1, 0x2):
-                            dst.write(payload)
-                            await dst.drain()
-                        elif opcode == 0x9:  # ping: the SDK's heartbeat
-                            writer.write(_ws_frame(0xA, payload))
-                        elif opcode == 0x8:
-                            writer.write(_ws_frame(0x8, payload))
-                            break
+                    elif opcode == 0x9:  # ping: the SDK's heartbeat
+                        writer.write(_ws_frame(0xA, payload))
+                    elif opcode == 0x8:
+                        writer.write(_ws_frame(0x8, payload))
+                        break
             dst.transport.abort()
 
         async def backward(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
@@ -331,15 +329,7 @@ class HttpProxy(LoopbackServer):
             writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         else:
             up_writer.write(first)
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await splice((reader, writer), (up_reader, up_writer))
 
 
 # -- the proton peer ------------------------------------------------------------------------------

@@ -1,10 +1,29 @@
 """A TCP server on 127.0.0.1 whose connections a test can break all at once: the base of the
-alert worker tests' relays and proxies (the AMQP frame relay, the HTTP proxy, the database link).
+alert worker tests' relays and proxies (the AMQP frame relay, the HTTP proxy, the database link),
+and :func:`splice`, the byte-for-byte copying both ways they share once a link is made.
 The container tests bind it to the address of the Docker bridge their own engine made instead."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+
+
+async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    """Copy ``src`` to ``dst`` until either end closes or breaks; then break ``dst`` too."""
+    with contextlib.suppress(OSError, asyncio.CancelledError):
+        while data := await src.read(65536):
+            dst.write(data)
+            await dst.drain()
+    dst.transport.abort()
+
+
+Link = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def splice(client: Link, upstream: Link) -> None:
+    """Relay both ways between ``client`` and ``upstream`` (reader, writer pairs) until both ends are closed."""
+    await asyncio.gather(pipe(client[0], upstream[1]), pipe(upstream[0], client[1]))
 
 
 class LoopbackServer:

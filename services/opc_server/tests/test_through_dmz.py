@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -95,52 +95,58 @@ async def test_values_through_the_dmz_equal_the_sensor_api(
     assert all(s.status == 0 and s.value == served[s.source_time] for s in common)
 
 
-async def test_sensors_stopped_behind_the_dmz_is_bad_communication_error_within_two_polls_then_good(
-    sensors: RealSensors, dmz_factory: DmzFactory, tmp_path: Path
+async def outage_is_bad_communication_error_within_two_polls_then_good(
+    dmz_url: str,
+    tmp_path: Path,
+    path: str,
+    cut: Callable[[], Awaitable[None]],
+    restore: Callable[[], Awaitable[None]],
 ) -> None:
-    dmz = dmz_factory(sensors.port)
-    settings = server_settings(tmp_path, dmz.url, poll_interval_s=0.5)
+    """Cut the link behind the server (``cut``): ``path`` and every other tag turn BadCommunicationError
+    within two polls; ``restore`` it: Good again."""
+    settings = server_settings(tmp_path, dmz_url, poll_interval_s=0.5)
     async with plant_server(settings) as plant, connect(client_settings(settings, tmp_path)) as client:
         polls_at_stop = plant.health.polls
-        await sensors.stop()
+        await cut()
 
         async def communication_error() -> bool:
-            return await status_of(client, UPPER) == ua.StatusCodes.BadCommunicationError
+            return await status_of(client, path) == ua.StatusCodes.BadCommunicationError
 
         await eventually(communication_error, timeout=20, what="BadCommunicationError through the DMZ")
         assert plant.health.failing_since_poll is not None
         assert plant.health.failing_since_poll - polls_at_stop <= 2
+        assert plant.health.last_error  # the transport error, e.g. ConnectError
         assert await status_of(client, "Plant/RPM/MainShaft") == ua.StatusCodes.BadCommunicationError
 
-        await sensors.start()
+        await restore()
 
         async def good_again() -> bool:
-            return await status_of(client, UPPER) == ua.StatusCodes.Good
+            return await status_of(client, path) == ua.StatusCodes.Good
 
         await eventually(good_again, timeout=30, what="Good values again through the DMZ")
         assert plant.health.sensors_reachable
+
+
+async def test_sensors_stopped_behind_the_dmz_is_bad_communication_error_within_two_polls_then_good(
+    sensors: RealSensors, dmz_factory: DmzFactory, tmp_path: Path
+) -> None:
+    dmz = dmz_factory(sensors.port)
+    await outage_is_bad_communication_error_within_two_polls_then_good(
+        dmz.url, tmp_path, UPPER, sensors.stop, sensors.start
+    )
 
 
 async def test_dmz_down_is_bad_communication_error_and_recovers_when_it_returns(
     sensors: RealSensors, dmz_factory: DmzFactory, tmp_path: Path
 ) -> None:
     dmz = dmz_factory(sensors.port)
-    settings = server_settings(tmp_path, dmz.url, poll_interval_s=0.5)
-    async with plant_server(settings) as plant, connect(client_settings(settings, tmp_path)) as client:
-        polls_at_stop = plant.health.polls
+
+    async def stop_dmz() -> None:
         await asyncio.to_thread(dmz.stop)
 
-        async def communication_error() -> bool:
-            return await status_of(client, "Plant/Voltage/MainSupply") == ua.StatusCodes.BadCommunicationError
-
-        await eventually(communication_error, timeout=20, what="BadCommunicationError through the DMZ")
-        assert plant.health.failing_since_poll is not None
-        assert plant.health.failing_since_poll - polls_at_stop <= 2
-        assert plant.health.last_error  # the transport error, e.g. ConnectError
-
+    async def start_dmz() -> None:
         await asyncio.to_thread(dmz.start)
 
-        async def good_again() -> bool:
-            return await status_of(client, "Plant/Voltage/MainSupply") == ua.StatusCodes.Good
-
-        await eventually(good_again, timeout=30, what="Good values again through the DMZ")
+    await outage_is_bad_communication_error_within_two_polls_then_good(
+        dmz.url, tmp_path, "Plant/Voltage/MainSupply", stop_dmz, start_dmz
+    )

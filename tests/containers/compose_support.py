@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 from plantmon_dev.docker_engine import DockerEngine
-from plantmon_dev.procs import wait_until
+from plantmon_dev.waiting import eventually_sync
 
 from tests.deploy.deploy_files import BASE, EXPECTED_PROFILES, JOBS, REPO, SIM
 
@@ -117,11 +117,11 @@ class Compose:
                 for name, state in states.items()
             )
 
-        try:
-            wait_until(all_healthy, timeout, f"services {sorted(services)} healthy", interval=2)
-        except TimeoutError as exc:
+        def still_unhealthy() -> str:
             report = {name: self.health(name) for name in services if name in self.containers()}
-            raise TimeoutError(f"{exc}: {report}") from exc
+            return f"services {sorted(services)} healthy; now {report}"
+
+        eventually_sync(all_healthy, timeout=timeout, interval=2, what=still_unhealthy)
 
     def logs(self, service: str, tail: int = 60) -> str:
         return self.run("logs", "--no-color", "--tail", str(tail), service, check=False).stdout

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from plantmon_dev.docker_engine import DockerEngine
-from plantmon_dev.procs import wait_until
+from plantmon_dev.waiting import eventually, eventually_sync
 
 from services.alert_worker.tests.amqp_peer import EventHubPeer
 from tests.containers.compose_support import JOBS, PROFILE_SERVICES, Compose
@@ -155,15 +155,19 @@ def test_every_tag_has_rows_within_90_s_of_up(stack: Stack) -> None:
         missing = advertised - stack.tags_with_rows()
         return not missing
 
-    try:
-        wait_until(all_stored, remaining, "every tag has rows", interval=1)
-    except TimeoutError:
-        pytest.fail(f"tags without rows 90 s after up: {sorted(missing)}")
+    eventually_sync(
+        all_stored,
+        timeout=remaining,
+        interval=1,
+        what=lambda: f"rows for every tag 90 s after up; none for {sorted(missing)}",
+    )
 
 
 def test_the_seed_dashboard_query_through_sensor_data_returns_rows(stack: Stack) -> None:
     with stack.reader() as conn:
-        wait_until(lambda: bool(conn.execute(SEED_QUERY).fetchall()), 60, "the seed query returns rows")
+        eventually_sync(
+            lambda: bool(conn.execute(SEED_QUERY).fetchall()), timeout=60, what="the seed query returns rows"
+        )
         rows = conn.execute(SEED_QUERY).fetchall()
     assert all(-200 <= temperature <= 1350 for _, temperature in rows)
 
@@ -190,14 +194,14 @@ def alert_raised_and_delivered(stack: Stack, eventhub_peer: EventHubPeer, events
             ).fetchall()
         return bool(found)
 
-    wait_until(alert_row, 120, "an alert row for the overheating upper temperature", interval=1)
+    eventually_sync(alert_row, timeout=120, interval=1, what="an alert row for the overheating upper temperature")
     _alert_id, severity, value = found[0]
     assert value is not None and value > 100 and severity >= 3
 
     def delivered() -> bool:
         return any(UPPER.encode() in event.body for event in eventhub_peer.events()[events_before:])
 
-    wait_until(delivered, 120, "the alert delivered to the Event Hubs peer", interval=1)
+    eventually_sync(delivered, timeout=120, interval=1, what="the alert delivered to the Event Hubs peer")
 
 
 def test_the_dmz_is_enforced_by_the_networks(stack: Stack) -> None:
@@ -239,7 +243,7 @@ def test_containerized_stack_memory_is_measured_and_under_1_gb(stack: Stack) -> 
         status, body = stack.http("sensors", "http://127.0.0.1:8080/api/v1/readings/Plant/Audio/Level")
         return status == 200 and body["quality"] == "good"
 
-    wait_until(audio_ready, 600, "audio features ready", interval=1)
+    eventually_sync(audio_ready, timeout=600, interval=1, what="audio features ready")
     usage = stack.compose.memory()
     running = set(FULLSTACK) - JOBS
     assert set(usage) == running
@@ -262,7 +266,9 @@ def crash_and_wait_restarted(compose: Compose, service: str) -> None:
     pid = int(compose.container(service)["State"]["Pid"])
     assert pid > 0, f"{service} is not running"
     os.kill(pid, signal.SIGKILL)
-    wait_until(lambda: restarts(compose, service) > before, 60, f"{service} restarted by its policy", interval=1)
+    eventually_sync(
+        lambda: restarts(compose, service) > before, timeout=60, interval=1, what=f"{service} restarted by its policy"
+    )
     compose.wait_healthy([service], timeout=180)
 
 
@@ -294,21 +300,19 @@ def test_faults_restart_policies_and_every_served_value_stored_once(stack: Stack
         stop = asyncio.Event()
         task = asyncio.create_task(witness.run(stop))
         try:
-            await asyncio.to_thread(wait_until, lambda: len(witness.received) > 100, 60, "the witness receives")
+            await eventually(lambda: len(witness.received) > 100, timeout=60, what="the witness receives")
             await asyncio.to_thread(crash_and_wait_restarted, compose, "opc_scraper")
             await asyncio.to_thread(crash_and_wait_restarted, compose, "opc_server")
-            await asyncio.to_thread(wait_until, lambda: witness.sessions >= 2, 60, "the witness reconnected")
+            await eventually(lambda: witness.sessions >= 2, timeout=60, what="the witness reconnected")
             cid = (await asyncio.to_thread(compose.container, "db"))["Id"]
             await asyncio.to_thread(compose.engine.docker, "stop", cid, timeout=120)
             stopped = time.monotonic()
-            await asyncio.to_thread(
-                wait_until, lambda: time.monotonic() - stopped >= 60, 90, "the database stopped for 60 s", interval=1
-            )
+            await asyncio.sleep(max(0.0, 60 - (time.monotonic() - stopped)))  # the scenario: a 60 s outage
             await asyncio.to_thread(compose.engine.docker, "start", cid)
             await asyncio.to_thread(compose.wait_healthy, FULLSTACK, 300)
             mark = len(witness.received)
-            await asyncio.to_thread(
-                wait_until, lambda: len(witness.received) > mark + 100, 60, "values flow after the outage"
+            await eventually(
+                lambda: len(witness.received) > mark + 100, timeout=60, what="values flow after the outage"
             )
         finally:
             stop.set()
@@ -325,11 +329,11 @@ def test_faults_restart_policies_and_every_served_value_stored_once(stack: Stack
         found.update(stored(stack, keys))
         return len(found) == len(keys)
 
-    try:
-        wait_until(all_stored, 240, "every value the witness received is in samples", interval=2)
-    except TimeoutError:
-        missing = sorted(keys - set(found))
-        pytest.fail(f"{len(missing)} of {len(keys)} served values missing from samples, e.g. {missing[:5]}")
+    def missing() -> str:
+        absent = sorted(keys - set(found))
+        return f"every value the witness received in samples; {len(absent)} of {len(keys)} missing, e.g. {absent[:5]}"
+
+    eventually_sync(all_stored, timeout=240, interval=2, what=missing)
     duplicated = {key: rows for key, rows in found.items() if len(rows) > 1}
     assert not duplicated
     changed = {key: (received[key], rows[0]) for key, rows in found.items() if rows[0] != received[key]}

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from plantmon_dev.docker_engine import DockerEngine
-from plantmon_dev.procs import wait_until
+from plantmon_dev.waiting import eventually_sync
 
 from tests.containers.compose_support import CI_OVERRIDE, PROFILE_SERVICES, PROJECT_IMAGES, Compose
 from tests.containers.conftest import read_env, stack_env_file
@@ -94,10 +94,10 @@ def test_upgrade_from_the_previous_commits_images_keeps_data_and_runs_migrations
         old.up("fullstack", SERVICES)
         old.wait_healthy(SERVICES, timeout=300)
         with postgres(old) as conn:
-            wait_until(
+            eventually_sync(
                 lambda: (conn.execute("SELECT count(*) FROM samples").fetchone() or (0,))[0] > 0,
-                120,
-                "old stack stores",
+                timeout=120,
+                what="old stack stores",
             )
             applied = dict(conn.execute("SELECT name, applied_at FROM schema_migrations").fetchall())
             first = conn.execute("SELECT min(time), max(time), count(*) FROM samples").fetchone()
@@ -124,10 +124,10 @@ def test_upgrade_from_the_previous_commits_images_keeps_data_and_runs_migrations
             names = [name for name, _ in rows]
             # The rows the old stack had (up to its newest) are all still there.
             again = conn.execute("SELECT min(time), count(*) FROM samples WHERE time <= %s", (first[1],)).fetchone()
-            wait_until(
+            eventually_sync(
                 lambda: (conn.execute("SELECT count(*) FROM samples").fetchone() or (0,))[0] > first[2],
-                120,
-                "the new stack stores",
+                timeout=120,
+                what="the new stack stores",
             )
         assert len(names) == len(set(names))
         # Applied once: what the old images applied is untouched, whatever the new ones add is new.

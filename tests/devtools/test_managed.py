@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from plantmon_dev.managed import ManagedProcess, ProcessState, RestartPolicy, group_members
-from plantmon_dev.procs import wait_until
+from plantmon_dev.waiting import eventually_sync
 
 DIES = [sys.executable, "-c", "raise SystemExit(3)"]
 
@@ -55,7 +55,7 @@ def exited(child: ManagedProcess) -> bool:
 
 def dies_and_is_restarted(child: ManagedProcess, clock: Clock) -> None:
     """Wait for the child's exit, let supervision see it, move the clock past its delay, restart it."""
-    wait_until(lambda: exited(child), 30, "the child exits")
+    eventually_sync(lambda: exited(child), timeout=30, what="the child exits")
     assert child.supervise() is ProcessState.RESTARTING
     clock.now += child.restart_delays[-1]
     assert child.supervise() is ProcessState.RUNNING
@@ -66,7 +66,7 @@ def test_a_child_that_dies_is_restarted_after_growing_delays(
 ) -> None:
     child = dying(random=0.0, initial_s=1.0, max_s=8.0, max_restarts=10, stable_s=60.0)
     for restarts in range(5):
-        wait_until(lambda: exited(child), 30, "the child exits")
+        eventually_sync(lambda: exited(child), timeout=30, what="the child exits")
         assert child.supervise() is ProcessState.RESTARTING
         assert child.restarts == restarts
         clock.now += child.restart_delays[-1] - 0.01
@@ -88,7 +88,7 @@ def test_a_run_of_stable_s_starts_the_schedule_afresh(dying: Callable[..., Manag
     child = dying(random=0.0, initial_s=1.0, max_s=8.0, max_restarts=2, stable_s=60.0)
     for _ in range(2):
         dies_and_is_restarted(child, clock)
-    wait_until(lambda: exited(child), 30, "the child exits")
+    eventually_sync(lambda: exited(child), timeout=30, what="the child exits")
     clock.now += 60.0  # it "ran" a minute this time
     assert child.supervise() is ProcessState.RESTARTING
     assert list(child.restart_delays) == [1.0, 2.0, 1.0]
@@ -101,7 +101,7 @@ def test_a_crash_looping_child_is_left_stopped_and_says_so(
     child = dying(random=0.0, initial_s=0.5, max_s=2.0, max_restarts=3)
     for _ in range(3):
         dies_and_is_restarted(child, clock)
-    wait_until(lambda: exited(child), 30, "the child exits a fourth time")
+    eventually_sync(lambda: exited(child), timeout=30, what="the child exits a fourth time")
     assert child.supervise() is ProcessState.CRASH_LOOPING
     assert child.restarts == 3
     assert child.returncode == 3
@@ -134,7 +134,7 @@ def test_stop_ends_grandchildren_too_even_one_that_ignores_sigterm(tmp_path: Pat
     child = ManagedProcess("tree", [sys.executable, "-c", GRANDPARENT], log, stop_timeout=2.0)
     child.start()
     try:
-        wait_until(lambda: log.read_text().strip(), 30, "the grandchild's pid in the log")
+        eventually_sync(lambda: log.read_text().strip(), timeout=30, what="the grandchild's pid in the log")
         parent, grandchild = child.pid, int(log.read_text().split()[0])
         assert parent is not None
         assert os.getpgid(grandchild) == parent, "the grandchild is in the child's group"
@@ -151,7 +151,9 @@ def test_stop_ends_the_group_of_a_leader_that_already_died(tmp_path: Path) -> No
     script = GRANDPARENT.replace("time.sleep(600)\n", "", 1).replace("\ntime.sleep(600)", "")
     child = ManagedProcess("orphan", [sys.executable, "-c", script], log, stop_timeout=2.0)
     child.start()
-    wait_until(lambda: exited(child) and log.read_text().strip(), 30, "the leader exits, its grandchild printed")
+    eventually_sync(
+        lambda: exited(child) and log.read_text().strip(), timeout=30, what="the leader exits, its grandchild printed"
+    )
     grandchild = int(log.read_text().split()[0])
     assert pid_alive(grandchild)
     child.stop()

@@ -17,8 +17,8 @@ import httpx
 import psycopg
 import pytest
 from plantmon_dev.nginx import default_template
-from plantmon_dev.procs import wait_until
 from plantmon_dev.stack import REPO_ROOT, Ports, Stack
+from plantmon_dev.waiting import eventually_sync
 
 pytestmark = pytest.mark.e2e
 UPPER = "Plant/Temperature/Upper"
@@ -55,15 +55,15 @@ def served_upper_values(stack: Stack, seconds: float) -> dict[datetime, float]:
             body = client.get("/temperature/upper").json()
             if body["quality"] == "good":
                 served[datetime.fromisoformat(body["observed_at"])] = body["value"]
-            time.sleep(0.1)
+            time.sleep(0.1)  # the sampling rate of this record, not a wait
     return served
 
 
 def wait_for_upper_value_that_crossed_every_hop(stack: Stack, timeout: float) -> tuple[datetime, float]:
     """A Good Upper row in the database equal to what the sensor served at that source time."""
-    deadline = time.monotonic() + timeout
     with reader(stack) as conn:
-        while time.monotonic() < deadline:
+
+        def crossed() -> tuple[datetime, float] | None:
             served = served_upper_values(stack, 3)
             rows = conn.execute(
                 "SELECT s.time, s.value FROM samples s JOIN tags t ON t.id = s.tag_id "
@@ -72,9 +72,9 @@ def wait_for_upper_value_that_crossed_every_hop(stack: Stack, timeout: float) ->
             ).fetchall()
             for stamp, value in rows:
                 assert value == served[stamp], f"database has {value} at {stamp}, the sensor served {served[stamp]}"
-            if rows:
-                return rows[0]  # type: ignore[return-value]
-    raise TimeoutError(f"no value of {UPPER} crossed the pipeline within {timeout} s")
+            return (rows[0][0], rows[0][1]) if rows else None  # type: ignore[return-value]
+
+        return eventually_sync(crossed, timeout=timeout, interval=0, what=f"a value of {UPPER} across the pipeline")
 
 
 def test_upper_temperature_crosses_dmz_opcua_and_scraper_unchanged(stack: Stack) -> None:
@@ -85,10 +85,11 @@ def test_upper_temperature_crosses_dmz_opcua_and_scraper_unchanged(stack: Stack)
 def test_every_advertised_tag_has_rows_within_a_minute(stack: Stack) -> None:
     advertised = {t["path"] for t in httpx.get(f"http://127.0.0.1:{stack.ports.dmz}/api/v1/tags", timeout=5).json()}
     assert len(advertised) >= 49
-    deadline = time.monotonic() + 60
     missing = advertised
     with reader(stack) as conn:
-        while missing and time.monotonic() < deadline:
+
+        def every_tag_stored() -> bool:
+            nonlocal missing
             stored = {
                 row[0]
                 for row in conn.execute(
@@ -96,8 +97,11 @@ def test_every_advertised_tag_has_rows_within_a_minute(stack: Stack) -> None:
                 ).fetchall()
             }
             missing = advertised - stored
-            time.sleep(1)
-    assert not missing, f"tags without rows after 60 s: {sorted(missing)}"
+            return not missing
+
+        eventually_sync(
+            every_tag_stored, timeout=60, interval=1, what=lambda: f"rows for every tag; none for {sorted(missing)}"
+        )
 
 
 def test_forced_overheating_raises_an_alert_row(stack: Stack) -> None:
@@ -109,19 +113,17 @@ def test_forced_overheating_raises_an_alert_row(stack: Stack) -> None:
         timeout=5,
     )
     assert response.status_code == 200, response.text
-    deadline = time.monotonic() + 120
     with reader(stack) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
+        severity, value, _state = eventually_sync(
+            lambda: conn.execute(
                 "SELECT severity, value_at_raise, state FROM alerts WHERE tag_path = %s ORDER BY raised_at DESC",
                 (UPPER,),
-            ).fetchone()
-            if row:
-                severity, value, _state = row
-                assert value is not None and value > 100 and severity >= 3
-                return
-            time.sleep(1)
-    pytest.fail("no alert row for the overheating upper temperature within 120 s")
+            ).fetchone(),
+            timeout=120,
+            interval=1,
+            what="an alert row for the overheating upper temperature",
+        )
+    assert value is not None and value > 100 and severity >= 3
 
 
 def test_every_service_is_up_in_prometheus(stack: Stack) -> None:
@@ -148,11 +150,11 @@ def test_whole_stack_memory_is_measured_and_under_1_gb(stack: Stack) -> None:
         stack.prometheus.wait_until_up(job, timeout=60)
     with httpx.Client(base_url=f"http://127.0.0.1:{stack.ports.sensors}", timeout=5) as client:
         # A cold cache: a child builds the audio tables first.
-        wait_until(
+        eventually_sync(
             lambda: client.get("/api/v1/readings/Plant/Audio/Level").json()["quality"] == "good",
-            600,
-            "audio features never ready",
+            timeout=600,
             interval=0.5,
+            what="the audio features ready",
         )
     parts = {part.name: part for part in stack.measure_memory()}
     expected = {"postgresql", "nginx", "prometheus", "sensors", "opc_server", "opc_scraper", "alert_worker"}
@@ -174,5 +176,8 @@ def test_a_dmz_that_denies_the_readings_path_breaks_the_pipeline(tmp_path: Path)
     text = default_template().read_text()
     assert "location = /api/v1/readings" in text
     template.write_text(text.replace("location = /api/v1/readings", "location = /api/v1/readings-denied"))
-    with new_stack(dmz_template=template, with_prometheus=False) as broken, pytest.raises(TimeoutError):
+    with (
+        new_stack(dmz_template=template, with_prometheus=False) as broken,
+        pytest.raises(AssertionError, match="not within 20 s: a value of"),
+    ):
         wait_for_upper_value_that_crossed_every_hop(broken, timeout=20)

@@ -36,7 +36,7 @@ from typing import Self
 import httpx
 from plantmon_common.backoff import ExponentialBackoff
 
-from plantmon_dev.procs import wait_until
+from plantmon_dev.waiting import eventually_sync
 
 logger = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ class ManagedProcess:
                 raise RuntimeError(f"{self.name} exited with {self.returncode} before {what}: {self.tail()}")
             return ready()
 
-        wait_until(check, timeout, f"{self.name}: {what}", interval=interval)
+        eventually_sync(check, timeout=timeout, interval=interval, what=f"{self.name}: {what}")
 
     def stop(self) -> None:
         """Stop the child and every process of its group: SIGTERM, a bounded wait, then SIGKILL."""
@@ -177,16 +177,12 @@ class ManagedProcess:
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=self.stop_timeout)
         # The leader is gone (or stuck); its group may not be: give it the rest of the time.
-        with contextlib.suppress(TimeoutError):
-            wait_until(
-                lambda: not group_members(pgid), max(0.0, deadline - time.monotonic()), "group ends", interval=0.05
-            )
+        _group_ended(pgid, max(0.0, deadline - time.monotonic()))
         if proc.poll() is None or group_members(pgid):
             logger.warning("process group did not stop in time; killing it", extra={"child": self.name})
             _signal_group(pgid, signal.SIGKILL)
             proc.wait(timeout=self.stop_timeout)
-            with contextlib.suppress(TimeoutError):
-                wait_until(lambda: not group_members(pgid), self.stop_timeout, "group killed", interval=0.05)
+            _group_ended(pgid, self.stop_timeout)
         logger.info("process stopped", extra={"child": self.name, "returncode": proc.returncode})
 
     # -- supervision ---------------------------------------------------------------------------
@@ -223,6 +219,15 @@ class ManagedProcess:
         self._restart_at = now + delay
         self.state = ProcessState.RESTARTING
         logger.error("process exited, restarting it", extra={**details, "restart_in_s": round(delay, 2)})
+
+
+def _group_ended(pgid: int, timeout: float) -> bool:
+    """Wait (bounded) until process group ``pgid`` has no live member; whether it ended in time."""
+    try:
+        eventually_sync(lambda: not group_members(pgid), timeout=timeout, interval=0.05, what=f"group {pgid} ends")
+    except TimeoutError:
+        return False
+    return True
 
 
 def _signal_group(pgid: int, signum: int) -> None:

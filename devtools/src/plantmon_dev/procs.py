@@ -7,9 +7,9 @@ import os
 import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
+
+from plantmon_dev.waiting import eventually_sync
 
 
 def free_port() -> int:
@@ -17,16 +17,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> None:
-    """Call ``condition`` until it returns something truthy; ``TimeoutError`` naming ``what`` after
-    ``timeout`` seconds. Exceptions of ``condition`` (a failed check) propagate at once."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what} (not within {timeout} s)")
-        time.sleep(interval)
 
 
 def repo_root() -> Path:
@@ -49,7 +39,7 @@ def wait_for_port(port: int, timeout: float = 30.0, proc: subprocess.Popen[bytes
             raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode} before listening on {port}")
         return port_open(port)
 
-    wait_until(listening, timeout, f"a listener on 127.0.0.1:{port}")
+    eventually_sync(listening, timeout=timeout, what=f"a listener on 127.0.0.1:{port}")
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:

@@ -24,7 +24,8 @@ import httpx
 import yaml
 
 from plantmon_dev.managed import LocalServer, ManagedProcess, http_ok, own_or_temporary
-from plantmon_dev.procs import free_port, repo_root, wait_until
+from plantmon_dev.procs import free_port, repo_root
+from plantmon_dev.waiting import eventually_sync
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +208,7 @@ class LocalPrometheus(LocalServer):
             seen.update(self.up())
             return job in seen
 
-        wait_until(scraped, timeout, f"job {job} scraped once", interval=0.25)
+        eventually_sync(scraped, timeout=timeout, interval=0.25, what=f"job {job} scraped once")
         return seen[job]
 
     def wait_until_up(self, job: str, timeout: float = 30.0) -> None:
@@ -218,7 +219,4 @@ class LocalPrometheus(LocalServer):
             seen.update(self.up())
             return seen.get(job) == 1.0
 
-        try:
-            wait_until(up, timeout, f"job {job} up", interval=0.25)
-        except TimeoutError as exc:
-            raise TimeoutError(f"{exc}; up is {seen}") from None
+        eventually_sync(up, timeout=timeout, interval=0.25, what=lambda: f"job {job} up; up is {seen}")

@@ -3,9 +3,11 @@ what was awaited.
 
 ``eventually`` is for async code (its condition may be a plain function or return an awaitable),
 ``eventually_sync`` for blocking code. Both return the condition's first truthy result, so a probe
-can hand back what it found (the rows, the response); both raise ``AssertionError`` after ``timeout``
-seconds, naming ``what`` and the last value seen. An exception of the condition propagates at once
-(a failed check is a failure, not a "not yet"), except one of the types listed in ``retry_on``
+can hand back what it found (the rows, the response); both raise :class:`WaitTimeout` (an
+``AssertionError`` for the tests, and a ``TimeoutError`` for the dev tools that catch one) after
+``timeout`` seconds, naming ``what`` and the last value seen (``what`` may be a function, called only
+then, for a message that says what was still missing). An exception of the condition propagates at
+once (a failed check is a failure, not a "not yet"), except one of the types listed in ``retry_on``
 (a connection refused while a server starts), which counts as "not yet" and is chained to the
 final error.
 """
@@ -23,12 +25,21 @@ T = TypeVar("T")
 _NOTHING = object()
 
 
-def _timed_out(what: str, timeout: float, last: object, error: BaseException | None) -> AssertionError:
+Description = str | Callable[[], str]
+
+
+class WaitTimeout(AssertionError, TimeoutError):
+    """A condition did not hold in time: a failed check in a test, a ``TimeoutError`` elsewhere."""
+
+
+def _timed_out(what: Description, timeout: float, last: object, error: BaseException | None) -> WaitTimeout:
+    if callable(what):
+        what = what()
     seen = f"; last error: {error!r}" if error is not None else "" if last is _NOTHING else f"; last value: {last!r}"
     message = f"not within {timeout} s: {what}{seen}"
     if len(message) > 2000:
         message = message[:2000] + " ..."
-    return AssertionError(message)
+    return WaitTimeout(message)
 
 
 async def eventually(
@@ -36,7 +47,7 @@ async def eventually(
     *,
     timeout: float = 30.0,  # noqa: ASYNC109 - a bounded poll, not a cancellation scope
     interval: float = 0.1,
-    what: str,
+    what: Description,
     retry_on: tuple[type[BaseException], ...] = (),
 ) -> T:
     """Await ``condition()`` every ``interval`` seconds until it is truthy and return that value."""
@@ -66,7 +77,7 @@ def eventually_sync(
     *,
     timeout: float = 30.0,
     interval: float = 0.1,
-    what: str,
+    what: Description,
     retry_on: tuple[type[BaseException], ...] = (),
 ) -> T:
     """Call ``condition()`` every ``interval`` seconds until it is truthy and return that value."""

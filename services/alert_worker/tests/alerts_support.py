@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,15 +94,3 @@ class CuttableProxy(LoopbackServer):
         self._writers |= {writer, up_writer}
         await splice((reader, writer), (up_reader, up_writer))
         self._writers -= {writer, up_writer}
-
-
-async def eventually(probe: Callable[[], Awaitable[T | None]], timeout: float = 30.0, what: str = "") -> T:
-    """Poll ``probe`` until it returns something not None (bounded)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await probe()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or probe}")
-        await asyncio.sleep(0.1)

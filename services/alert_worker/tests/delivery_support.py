@@ -11,9 +11,10 @@ import psycopg
 from plantmon_alerts.settings import AlertSettings, AlertsOpcUaSettings
 from plantmon_common.settings import DatabaseSettings
 from plantmon_dev.procs import free_port
+from plantmon_dev.waiting import eventually
 from pydantic import SecretStr
 
-from services.alert_worker.tests.alerts_support import OPC_PASSWORD, OPC_USER, eventually
+from services.alert_worker.tests.alerts_support import OPC_PASSWORD, OPC_USER
 from services.alert_worker.tests.amqp_peer import EventHubPeer, ReceivedEvent
 
 TOKEN = "delivery-ack-token-for-tests"

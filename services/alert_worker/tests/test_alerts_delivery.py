@@ -31,9 +31,10 @@ from plantmon_alerts.delivery import (
 from plantmon_alerts.settings import AlertSettings
 from plantmon_alerts.worker import run
 from plantmon_common.settings import DatabaseSettings
+from plantmon_dev.waiting import eventually
 from prometheus_client import CollectorRegistry
 
-from services.alert_worker.tests.alerts_support import PlantServer, eventually, plant_server
+from services.alert_worker.tests.alerts_support import PlantServer, plant_server
 from services.alert_worker.tests.amqp_peer import EventHubPeer, HttpProxy
 from services.alert_worker.tests.delivery_support import (
     TOKEN,

@@ -20,9 +20,10 @@ from plantmon_alerts.worker import AlertWorker
 from plantmon_common.opcua import Sample
 from plantmon_common.settings import DatabaseSettings
 from plantmon_dev.procs import free_port, stop_process
+from plantmon_dev.waiting import eventually
 from prometheus_client import CollectorRegistry
 
-from services.alert_worker.tests.alerts_support import OPC_PASSWORD, OPC_USER, eventually, plant_server
+from services.alert_worker.tests.alerts_support import OPC_PASSWORD, OPC_USER, plant_server
 from services.alert_worker.tests.amqp_peer import EventHubPeer
 from services.alert_worker.tests.delivery_support import alert_rows, body, wait_events, wait_rows, worker_settings
 

@@ -17,10 +17,11 @@ from plantmon_alerts.worker import AlertWorker, run
 from plantmon_common.opcua import Sample
 from plantmon_common.settings import DatabaseSettings
 from plantmon_dev.procs import free_port
+from plantmon_dev.waiting import eventually
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from services.alert_worker.tests.alerts_support import OPC_PASSWORD, OPC_USER, CuttableProxy, eventually, plant_server
+from services.alert_worker.tests.alerts_support import OPC_PASSWORD, OPC_USER, CuttableProxy, plant_server
 
 TOKEN = "worker-ack-token-for-tests"
 RULES = """

@@ -7,38 +7,25 @@ must make the value check fail.
 
 from __future__ import annotations
 
-import tempfile
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
 import pytest
 from plantmon_dev.nginx import default_template
-from plantmon_dev.stack import REPO_ROOT, Ports, Stack
+from plantmon_dev.stack import Stack
 from plantmon_dev.waiting import eventually_sync
+
+from tests.e2e.support import new_stack
 
 pytestmark = pytest.mark.e2e
 UPPER = "Plant/Temperature/Upper"
 
 
-def new_stack(**kwargs: object) -> Stack:
-    data_dir = Path(tempfile.mkdtemp(prefix="plantmon-e2e-"))
-    # The sensor tests' cache (numba's kernels, the audio feature tables librosa builds): a warm one
-    # spares each stack's sensor service the child process that builds the tables.
-    kwargs.setdefault("numba_cache_dir", REPO_ROOT / ".data" / "test-cache" / "numba")
-    return Stack(data_dir, ports=Ports.free(), poll_interval_s=0.5, **kwargs)  # type: ignore[arg-type]
-
-
-@pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    with new_stack() as running:
-        yield running
-
-
-def reader(stack: Stack) -> psycopg.Connection[tuple[object, ...]]:
+def reader(stack: Stack) -> psycopg.Connection[tuple[Any, ...]]:
     env = stack.pg_env("plantmon_reader", stack.secrets["DB_READER_PASSWORD"])
     return psycopg.connect(
         host=env["PGHOST"], port=env["PGPORT"], dbname=env["PGDATABASE"], user=env["PGUSER"],

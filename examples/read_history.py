@@ -7,43 +7,27 @@ generated into ``.data/secrets.env``::
     .venv/bin/python examples/read_history.py --tag Plant/Temperature/Upper --minutes 5
 
 The OPC UA server answers from its in-memory window (15 minutes by default) and older ranges from
-the database. Options and their environment variables: ``--url`` (``PLANTMON_OPCUA_URL``), ``--user``
-(``PLANTMON_OPCUA_USER``, default ``operator``), ``--password`` (``PLANTMON_OPCUA_PASSWORD``,
-required), ``--cert-dir``. Connects through :func:`plantmon_common.opcua.connect`, finds the tag by
-browsing ``Objects/Plant``; the history is asyncua's ``Node.read_raw_history``. Exit status 0 when
-rows came back, 1 when none did (or the tag does not exist).
+the database. The connection options are :mod:`plant_connection`'s. It finds the tag by browsing
+``Objects/Plant``; the history is asyncua's ``Node.read_raw_history``. Exit status 0 when rows came
+back, 1 when none did (or the tag does not exist).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import os
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
+import plant_connection
 from asyncua import ua
-from plantmon_common.opcua import OpcUaClientSettings, OpcUaError, browse_plant, connect, datavalue_to_sample
+from plantmon_common.opcua import browse_plant, connect, datavalue_to_sample
 from plantmon_common.tags import TagPathError, validate_path
-from pydantic import SecretStr
-
-DEFAULT_URL = "opc.tcp://127.0.0.1:4840/freeopcua/server/"
-DEFAULT_CERT_DIR = Path(__file__).resolve().parents[1] / ".data" / "pki" / "examples"
 
 
 async def main(args: argparse.Namespace) -> int:
-    settings = OpcUaClientSettings(
-        url=args.url,
-        username=args.user,
-        password=SecretStr(args.password),
-        cert_dir=args.cert_dir,
-        application_uri="urn:plantmon:examples",
-        hostname="localhost",
-    )
     end = datetime.now(UTC)
     start = end - timedelta(minutes=args.minutes)
-    async with connect(settings) as client:
+    async with connect(plant_connection.settings(args)) as client:
         # Found by browsing Objects/Plant, so whatever namespace index the server gave the plant.
         found = {tag.path: tag.node_id for tag in await browse_plant(client, with_metadata=False)}
         if args.tag not in found:
@@ -58,16 +42,10 @@ async def main(args: argparse.Namespace) -> int:
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--url", default=os.environ.get("PLANTMON_OPCUA_URL", DEFAULT_URL))
-    parser.add_argument("--user", default=os.environ.get("PLANTMON_OPCUA_USER", "operator"))
-    parser.add_argument("--password", default=os.environ.get("PLANTMON_OPCUA_PASSWORD"))
-    parser.add_argument("--cert-dir", type=Path, default=Path(os.environ.get("PLANTMON_CERT_DIR", DEFAULT_CERT_DIR)))
+    parser = plant_connection.options(__doc__)
     parser.add_argument("--tag", default="Plant/Temperature/Upper", help="the tag's path")
     parser.add_argument("--minutes", type=float, default=5.0, help="how far back to read")
-    args = parser.parse_args(argv)
-    if not args.password:
-        parser.error("no password: pass --password or set PLANTMON_OPCUA_PASSWORD")
+    args = plant_connection.parse(parser, argv)
     try:
         validate_path(args.tag)
     except TagPathError as exc:
@@ -75,13 +53,5 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def run(argv: list[str] | None = None) -> int:
-    try:
-        return asyncio.run(main(parse(argv)))
-    except OpcUaError as exc:  # unreachable, refused (a wrong password), or no Plant: the reason, no traceback
-        print(exc, file=sys.stderr)
-        return 1
-
-
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(plant_connection.run(main, parse()))

@@ -6,28 +6,20 @@ generated into ``.data/secrets.env``::
     export PLANTMON_OPCUA_PASSWORD="$(sed -n 's/^OPC_SERVER_OPERATOR_PASSWORD=//p' .data/secrets.env)"
     .venv/bin/python examples/subscribe_plant.py --seconds 10
 
-Options and their environment variables: ``--url`` (``PLANTMON_OPCUA_URL``, default the local
-endpoint), ``--user`` (``PLANTMON_OPCUA_USER``, default ``operator``), ``--password``
-(``PLANTMON_OPCUA_PASSWORD``, required), ``--cert-dir`` (where this client's certificate is made
-once). The connection is Basic256Sha256 SignAndEncrypt through :func:`plantmon_common.opcua.connect`;
-the subscription is plain asyncua.
+The connection options are :mod:`plant_connection`'s; the subscription is plain asyncua. Exit
+status 0 when values changed, 1 when none did or the server refused.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
-from pathlib import Path
 from typing import Any
 
+import plant_connection
 from asyncua import ua
-from plantmon_common.opcua import OpcUaClientSettings, OpcUaError, browse_plant, connect, datavalue_to_sample
-from pydantic import SecretStr
-
-DEFAULT_URL = "opc.tcp://127.0.0.1:4840/freeopcua/server/"
-DEFAULT_CERT_DIR = Path(__file__).resolve().parents[1] / ".data" / "pki" / "examples"
+from plantmon_common.opcua import browse_plant, connect, datavalue_to_sample
 
 
 class PrintChanges:
@@ -47,15 +39,7 @@ class PrintChanges:
 
 
 async def main(args: argparse.Namespace) -> int:
-    settings = OpcUaClientSettings(
-        url=args.url,
-        username=args.user,
-        password=SecretStr(args.password),
-        cert_dir=args.cert_dir,
-        application_uri="urn:plantmon:examples",
-        hostname="localhost",
-    )
-    async with connect(settings) as client:
+    async with connect(plant_connection.settings(args)) as client:
         tags = await browse_plant(client, with_metadata=False)
         handler = PrintChanges({tag.node_id: tag.path for tag in tags})
         subscription = await client.create_subscription(250, handler)
@@ -67,25 +51,11 @@ async def main(args: argparse.Namespace) -> int:
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--url", default=os.environ.get("PLANTMON_OPCUA_URL", DEFAULT_URL))
-    parser.add_argument("--user", default=os.environ.get("PLANTMON_OPCUA_USER", "operator"))
-    parser.add_argument("--password", default=os.environ.get("PLANTMON_OPCUA_PASSWORD"))
-    parser.add_argument("--cert-dir", type=Path, default=Path(os.environ.get("PLANTMON_CERT_DIR", DEFAULT_CERT_DIR)))
+    parser = plant_connection.options(__doc__)
     parser.add_argument("--seconds", type=float, default=10.0, help="how long to print changes")
-    args = parser.parse_args(argv)
-    if not args.password:
-        parser.error("no password: pass --password or set PLANTMON_OPCUA_PASSWORD")
+    args = plant_connection.parse(parser, argv)
     return args
 
 
-def run(argv: list[str] | None = None) -> int:
-    try:
-        return asyncio.run(main(parse(argv)))
-    except OpcUaError as exc:  # unreachable, refused (a wrong password), or no Plant: the reason, no traceback
-        print(exc, file=sys.stderr)
-        return 1
-
-
 if __name__ == "__main__":
-    sys.exit(run())
+    sys.exit(plant_connection.run(main, parse()))

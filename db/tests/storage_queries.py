@@ -56,7 +56,7 @@ FROM generate_series(0, %(n)s - 1) i
 
 def series(n: int) -> dict[str, list[tuple[datetime, float | None]]]:
     """The rows INSERT_SAMPLES writes, by tag name."""
-    upper = [(START + timedelta(seconds=i), float(i)) for i in range(n)]
+    upper: list[tuple[datetime, float | None]] = [(START + timedelta(seconds=i), float(i)) for i in range(n)]
     lower = [(START + timedelta(seconds=i), None if i == n - 1 else 1000 + i * i / 7.0) for i in range(n)]
     return {"upper": upper, "lower": lower}
 

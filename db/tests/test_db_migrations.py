@@ -209,7 +209,7 @@ def test_writer_registers_tags_and_appends_samples_but_cannot_touch_alerts(migra
 def test_samples_have_no_foreign_key_but_the_primary_key_and_time_index(migrated_db: dict[str, str]) -> None:
     """0011: the per-row foreign-key check is gone; the key that makes replays idempotent stays."""
     with psycopg.connect(superuser(migrated_db)) as conn:
-        constraints = dict(
+        constraints: dict[str, str] = dict(
             conn.execute(
                 "SELECT contype, pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'samples'::regclass"
             )

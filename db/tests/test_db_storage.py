@@ -5,6 +5,7 @@ retention per layer from storage_settings, the seed's queries, and upgrades that
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -44,7 +45,7 @@ def writer(env: dict[str, str]) -> str:
     return role_conninfo(env, "plantmon_writer", env["writer_password"])
 
 
-def load_series(conn: psycopg.Connection[tuple[object, ...]], n: int = N) -> tuple[int, int]:
+def load_series(conn: psycopg.Connection[tuple[Any, ...]], n: int = N) -> tuple[int, int]:
     upper, lower = (int(r[0]) for r in conn.execute(INSERT_TAGS).fetchall())  # type: ignore[call-overload]
     conn.execute(INSERT_SAMPLES, {"start": START, "upper": upper, "lower": lower, "n": n})
     conn.commit()
@@ -61,7 +62,8 @@ def test_rollups_have_the_continuous_aggregates_columns(migrated_db: dict[str, s
         for table in ROLLUPS:
             columns = conn.execute(COLUMNS_QUERY, (table,)).fetchall()
             assert [c for c, _ in columns] == ROLLUP_COLUMNS
-            assert dict(columns)["count"] == "bigint" and dict(columns)["bucket"] == "timestamp with time zone"
+            types = {str(c): str(t) for c, t in columns}
+            assert types["count"] == "bigint" and types["bucket"] == "timestamp with time zone"
 
 
 def test_maintenance_by_the_writer_makes_every_layer_exact(migrated_db: dict[str, str]) -> None:

@@ -19,9 +19,10 @@ from plantmon_dev.docker_engine import DockerEngine
 from plantmon_dev.waiting import eventually, eventually_sync
 
 from services.alert_worker.tests.amqp_peer import EventHubPeer
-from tests.containers.compose_support import JOBS, PROFILE_SERVICES, Compose
+from tests.containers.compose_support import PROFILE_SERVICES, Compose
 from tests.containers.conftest import read_env, stack_env_file
 from tests.containers.opcua_witness import Witness
+from tests.deploy.deploy_files import JOBS
 
 # func_only: the session's image build (cold: several minutes) and the stack's start are bounded
 # by their own waits, not by the first test's timeout.
@@ -241,7 +242,7 @@ def test_containerized_stack_memory_is_measured_and_under_1_gb(stack: Stack) -> 
 
     def audio_ready() -> bool:
         status, body = stack.http("sensors", "http://127.0.0.1:8080/api/v1/readings/Plant/Audio/Level")
-        return status == 200 and body["quality"] == "good"
+        return bool(status == 200 and body["quality"] == "good")
 
     eventually_sync(audio_ready, timeout=600, interval=1, what="audio features ready")
     usage = stack.compose.memory()

@@ -12,9 +12,9 @@ import pytest
 import yaml
 from plantmon_dev.docker_engine import DockerEngine
 
-from tests.containers.compose_support import JOBS, LEFT_OUT, PROFILE_SERVICES, Compose
+from tests.containers.compose_support import LEFT_OUT, PROFILE_SERVICES, Compose
 from tests.containers.conftest import stack_env_file
-from tests.deploy.deploy_files import REPO
+from tests.deploy.deploy_files import JOBS, REPO
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(900, func_only=True)]
 

@@ -16,7 +16,8 @@ CI = REPO / "ci"
 
 
 def bake() -> dict[str, Any]:
-    return json.loads((CI / "docker-bake.json").read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = json.loads((CI / "docker-bake.json").read_text(encoding="utf-8"))
+    return loaded
 
 
 def resolved_targets() -> dict[str, dict[str, Any]]:

@@ -11,6 +11,7 @@ import subprocess
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -35,7 +36,7 @@ class Image:
         return self.args["LOCK"]
 
 
-def compose_services() -> dict[str, dict[str, object]]:
+def compose_services() -> dict[str, dict[str, Any]]:
     return yaml.safe_load(BASE.read_text(encoding="utf-8"))["services"]  # type: ignore[no-any-return]
 
 

@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -61,7 +62,7 @@ class WasmTimescale:
         # PGlite accepts any password; it always serves one database as the superuser postgres.
         return f"host=127.0.0.1 port={self.port} user=postgres password=wasm dbname=plantmon sslmode=disable"
 
-    def connect(self) -> psycopg.Connection[tuple[object, ...]]:
+    def connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         """A connection without server-side prepared statements (they leak across bridge sessions)."""
         return psycopg.connect(self.conninfo(), autocommit=True, prepare_threshold=None)
 

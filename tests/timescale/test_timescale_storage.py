@@ -6,6 +6,7 @@ so the tests refresh the aggregates themselves."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -42,13 +43,13 @@ def migrate_wasm(db: WasmTimescale, **kwargs: object) -> list[str]:
     return migrate(db.conninfo(), prepare_threshold=None, **kwargs)  # type: ignore[arg-type]
 
 
-def load_series(conn: psycopg.Connection[tuple[object, ...]], n: int = N) -> tuple[int, int]:
+def load_series(conn: psycopg.Connection[tuple[Any, ...]], n: int = N) -> tuple[int, int]:
     upper, lower = (int(r[0]) for r in conn.execute(INSERT_TAGS).fetchall())  # type: ignore[call-overload]
     conn.execute(INSERT_SAMPLES, {"start": START, "upper": upper, "lower": lower, "n": n})
     return upper, lower
 
 
-def refresh_all(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+def refresh_all(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
     for view in ROLLUPS:
         conn.execute(sql.SQL("CALL refresh_continuous_aggregate({}, NULL, NULL)").format(sql.Literal(view)))
 
@@ -88,7 +89,7 @@ def test_every_timescale_migration_applies_once_and_builds_the_hypertable(wasm_t
         assert samples_foreign_keys(conn) == (1, [])
 
 
-def samples_foreign_keys(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[int, list[str]]:
+def samples_foreign_keys(conn: psycopg.Connection[tuple[Any, ...]]) -> tuple[int, list[str]]:
     """The chunks of ``samples``, and every relation with a foreign key to ``tags`` (the hypertable,
     its chunks, their compressed tables: wherever TimescaleDB keeps a copy of the key)."""
     (chunks,) = conn.execute(
@@ -100,7 +101,7 @@ def samples_foreign_keys(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[
     return int(chunks), sorted(str(r[0]) for r in foreign)  # type: ignore[call-overload]
 
 
-def jobs(conn: psycopg.Connection[tuple[object, ...]]) -> dict[tuple[str, str], dict[str, object]]:
+def jobs(conn: psycopg.Connection[tuple[Any, ...]]) -> dict[tuple[str, str], dict[str, object]]:
     rows = conn.execute(
         "SELECT hypertable_name, proc_name, config FROM timescaledb_information.jobs WHERE hypertable_name IS NOT NULL"
     ).fetchall()
@@ -115,7 +116,7 @@ def jobs(conn: psycopg.Connection[tuple[object, ...]]) -> dict[tuple[str, str], 
     return out
 
 
-def as_interval(conn: psycopg.Connection[tuple[object, ...]], text: object) -> timedelta:
+def as_interval(conn: psycopg.Connection[tuple[Any, ...]], text: object) -> timedelta:
     (value,) = conn.execute("SELECT %s::interval", (str(text),)).fetchone()  # type: ignore[misc]
     return value  # type: ignore[no-any-return]
 

@@ -18,7 +18,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, overload
 
 T = TypeVar("T")
 
@@ -42,14 +42,37 @@ def _timed_out(what: Description, timeout: float, last: object, error: BaseExcep
     return WaitTimeout(message)
 
 
+# The result is the condition's first truthy value: a probe typed ``X | None`` yields an ``X``.
+@overload
 async def eventually(
-    condition: Callable[[], T | Awaitable[T]],
+    condition: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = ...,  # noqa: ASYNC109
+    interval: float = ...,
+    what: Description,
+    retry_on: tuple[type[BaseException], ...] = ...,
+) -> T: ...
+
+
+@overload
+async def eventually(
+    condition: Callable[[], T | None],
+    *,
+    timeout: float = ...,  # noqa: ASYNC109
+    interval: float = ...,
+    what: Description,
+    retry_on: tuple[type[BaseException], ...] = ...,
+) -> T: ...
+
+
+async def eventually(
+    condition: Callable[[], object],
     *,
     timeout: float = 30.0,  # noqa: ASYNC109 - a bounded poll, not a cancellation scope
     interval: float = 0.1,
     what: Description,
     retry_on: tuple[type[BaseException], ...] = (),
-) -> T:
+) -> object:
     """Await ``condition()`` every ``interval`` seconds until it is truthy and return that value."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -65,7 +88,7 @@ async def eventually(
         else:
             error = None
             if result:
-                return result  # type: ignore[return-value]  # an awaitable's result is a T
+                return result
             last = result
         if loop.time() >= deadline:
             raise _timed_out(what, timeout, last, error) from error
@@ -73,7 +96,7 @@ async def eventually(
 
 
 def eventually_sync(
-    condition: Callable[[], T],
+    condition: Callable[[], T | None],
     *,
     timeout: float = 30.0,
     interval: float = 0.1,

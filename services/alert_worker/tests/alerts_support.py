@@ -27,7 +27,9 @@ OPC_PASSWORD = "opc-password-for-tests"
 class _Users(UserManager):
     """One service account; everybody else (anonymous included) is refused."""
 
-    def get_user(self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None):
+    def get_user(
+        self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None
+    ) -> User | None:
         if username == OPC_USER and password == OPC_PASSWORD:
             return User(role=UserRole.User)
         return None

@@ -122,7 +122,8 @@ async def test_runner_trains_when_due_scores_on_its_cadence_and_alerts_through_t
     assert gauge is not None and gauge == scores[-1][1]
     # A day later: retrained, version 2 in use.
     assert await runner.train_due(T0 + timedelta(days=1)) == 1
-    assert runner.detectors[r.name].model is not None and runner.detectors[r.name].model.version == 2
+    model = runner.detectors[r.name].model
+    assert model is not None and model.version == 2
     assert registry.get_sample_value("plantmon_alerts_anomaly_trainings_total", {"rule": r.name, "outcome": "ok"}) == 2
 
 
@@ -179,12 +180,14 @@ def plant_history(superuser_conninfo: str) -> datetime:
     end = T0 + timedelta(hours=1)
     rng = np.random.default_rng(7)
     with psycopg.connect(superuser_conninfo, autocommit=True) as conn:
-        ids = {}
+        ids: dict[str, int] = {}
         for path in (*FEATURES, "Plant/Audio/Level"):
             sensor, _, tag = path.removeprefix("Plant/").partition("/")
-            ids[path] = conn.execute(
+            row = conn.execute(
                 "INSERT INTO tags (path, sensor, tag) VALUES (%s, %s, %s) RETURNING id", (path, sensor.lower(), tag)
-            ).fetchone()[0]
+            ).fetchone()
+            assert row is not None
+            ids[path] = row[0]
         with conn.cursor() as cur, cur.copy("COPY samples (time, tag_id, value, status) FROM STDIN") as copy:
             for second in range(0, 3600, 2):
                 at = T0 + timedelta(seconds=second)

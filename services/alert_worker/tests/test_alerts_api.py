@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -45,7 +46,7 @@ async def client(store: AlertStore) -> AsyncIterator[httpx.AsyncClient]:
         yield http
 
 
-async def ids(client: httpx.AsyncClient, **params: object) -> set[uuid.UUID]:
+async def ids(client: httpx.AsyncClient, **params: Any) -> set[uuid.UUID]:
     response = await client.get("/api/v1/alerts", params=params)
     assert response.status_code == 200, response.text
     body = response.json()
@@ -84,7 +85,7 @@ async def test_alert_list_filters(client: httpx.AsyncClient, seeded: dict[str, R
     ],
 )
 async def test_invalid_filters_are_422_with_reasons(
-    client: httpx.AsyncClient, params: dict[str, object], field: str
+    client: httpx.AsyncClient, params: dict[str, Any], field: str
 ) -> None:
     response = await client.get("/api/v1/alerts", params=params)
     assert response.status_code == 422
@@ -92,12 +93,21 @@ async def test_invalid_filters_are_422_with_reasons(
     assert any(field in r["loc"] and r["msg"] for r in reasons), reasons
 
 
-async def test_acknowledge_needs_the_bearer_token(client: httpx.AsyncClient, seeded: dict[str, Raised]) -> None:
+async def state_of(store: AlertStore, alert: Raised) -> tuple[str, str | None, str | None]:
+    row = await store.get(alert.alert_id)
+    assert row is not None
+    return row["state"], row["acknowledged_by"], row["ack_comment"]
+
+
+async def test_acknowledge_needs_the_bearer_token(
+    client: httpx.AsyncClient, store: AlertStore, seeded: dict[str, Raised]
+) -> None:
     url = f"/api/v1/alerts/{seeded['hot_lower'].alert_id}/ack"
     body = {"by": "operator", "comment": "on my way"}
     assert (await client.post(url, json=body)).status_code == 401
     wrong = await client.post(url, json=body, headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
+    assert await state_of(store, seeded["hot_lower"]) == ("active", None, None)  # refused: nothing changed
     ok = await client.post(url, json=body, headers={"Authorization": f"Bearer {TOKEN}"})
     assert ok.status_code == 200
     assert (ok.json()["state"], ok.json()["acknowledged_by"], ok.json()["ack_comment"]) == (
@@ -107,7 +117,10 @@ async def test_acknowledge_needs_the_bearer_token(client: httpx.AsyncClient, see
     )
 
 
-async def test_acknowledge_answers_404_409_and_422(client: httpx.AsyncClient, seeded: dict[str, Raised]) -> None:
+async def test_acknowledge_answers_404_409_and_422(
+    client: httpx.AsyncClient, store: AlertStore, seeded: dict[str, Raised]
+) -> None:
+    before = {name: await state_of(store, alert) for name, alert in seeded.items()}
     auth = {"Authorization": f"Bearer {TOKEN}"}
     body = {"by": "operator"}
     assert (await client.post(f"/api/v1/alerts/{uuid.uuid4()}/ack", json=body, headers=auth)).status_code == 404
@@ -117,6 +130,9 @@ async def test_acknowledge_answers_404_409_and_422(client: httpx.AsyncClient, se
     assert twice.status_code == 409 and "acknowledged" in twice.json()["detail"]
     nobody = await client.post(f"/api/v1/alerts/{seeded['voltage'].alert_id}/ack", json={"by": ""}, headers=auth)
     assert nobody.status_code == 422
+    # Every refusal left every alert as it was: cleared stays unacknowledged, the first acknowledgement stands.
+    assert {name: await state_of(store, alert) for name, alert in seeded.items()} == before
+    assert before["hot_upper"] == ("cleared", None, None) and before["overspeed"][:2] == ("acknowledged", "operator")
 
 
 async def test_acknowledging_is_off_without_a_configured_token(store: AlertStore, seeded: dict[str, Raised]) -> None:
@@ -126,6 +142,7 @@ async def test_acknowledging_is_off_without_a_configured_token(store: AlertStore
             f"/api/v1/alerts/{seeded['voltage'].alert_id}/ack", json={"by": "x"}, headers={"Authorization": "Bearer x"}
         )
     assert response.status_code == 403
+    assert await state_of(store, seeded["voltage"]) == ("active", None, None)
 
 
 async def test_the_openapi_schema_declares_every_answer_with_its_model(client: httpx.AsyncClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -28,7 +29,7 @@ def when(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def kinds(transitions: list[object]) -> list[type]:
+def kinds(transitions: Sequence[object]) -> list[type]:
     return [type(t) for t in transitions]
 
 

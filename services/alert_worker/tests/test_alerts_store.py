@@ -42,9 +42,10 @@ async def test_acknowledged_alert_still_clears_and_keeps_its_acknowledgement(sto
     row = await store.acknowledge(r.alert_id, "operator", "looking at it")
     assert (row["state"], row["acknowledged_by"], row["ack_comment"]) == ("acknowledged", "operator", "looking at it")
     await store.write([Cleared(r.alert_id, r.rule, UPPER, 4, 50.0, T0 + timedelta(seconds=9))])
-    row = await store.get(r.alert_id)
-    assert row is not None
-    assert row["state"] == "cleared" and row["acknowledged_by"] == "operator" and row["acknowledged_at"] is not None
+    cleared = await store.get(r.alert_id)
+    assert cleared is not None
+    assert cleared["state"] == "cleared" and cleared["acknowledged_by"] == "operator"
+    assert cleared["acknowledged_at"] is not None
 
 
 async def test_only_open_unacknowledged_alerts_can_be_acknowledged(store: AlertStore) -> None:

@@ -123,6 +123,8 @@ async def test_hot_value_on_the_opc_server_raises_an_alert_row_and_cooling_clear
         body = {"by": "operator", "comment": "valve opened"}
         assert (await http.post(url, json=body)).status_code == 401
         assert (await http.post(url, json=body, headers={"Authorization": "Bearer wrong"})).status_code == 401
+        active = (await http.get("/api/v1/alerts", params={"state": "active"})).json()["alerts"]
+        assert [(a["id"], a["acknowledged_by"]) for a in active] == [(str(second["id"]), None)]  # refused: unchanged
         ok = await http.post(url, json=body, headers={"Authorization": f"Bearer {TOKEN}"})
         assert ok.status_code == 200 and ok.json()["state"] == "acknowledged"
         listed = (await http.get("/api/v1/alerts", params={"state": "acknowledged"})).json()
@@ -132,6 +134,12 @@ async def test_hot_value_on_the_opc_server_raises_an_alert_row_and_cooling_clear
         done = await row_where(superuser_conninfo, id=second["id"], state="cleared")
         assert done["acknowledged_by"] == "operator" and done["ack_comment"] == "valve opened"
         assert (await http.post(url, json=body, headers={"Authorization": f"Bearer {TOKEN}"})).status_code == 409
+        after = await row_where(superuser_conninfo, id=second["id"])
+        assert (after["state"], after["acknowledged_at"], after["ack_comment"]) == (
+            "cleared",
+            done["acknowledged_at"],
+            "valve opened",
+        )
 
         metrics = (await http.get("/metrics")).text
     assert registry.get_sample_value("plantmon_alerts_raised_total", {"rule": "temperature_high", "severity": "4"}) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 from plantmon_common.backoff import ExponentialBackoff
@@ -71,6 +72,6 @@ def test_a_service_that_retried_for_days_stays_at_the_maximum() -> None:
         ({"initial": 1.0, "maximum": 2.0, "jitter": 1.5}, "jitter"),
     ],
 )
-def test_nonsense_settings_are_refused(kwargs: dict[str, float], match: str) -> None:
+def test_nonsense_settings_are_refused(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         ExponentialBackoff(**kwargs)

@@ -30,7 +30,7 @@ def response(*notifications: object, subscription: int = 7, sequence: int = 42, 
     message.Parameters.NotificationMessage.PublishTime = T0
     message.Parameters.NotificationMessage.NotificationData = list(notifications)  # type: ignore[arg-type]
     message.Parameters.Results = [ua.StatusCode(0)]
-    return struct_to_binary(message)
+    return bytes(struct_to_binary(message))
 
 
 def data_change(*items: tuple[int, ua.DataValue]) -> ua.DataChangeNotification:

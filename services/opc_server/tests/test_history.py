@@ -175,7 +175,7 @@ async def test_database_down_fails_older_ranges_clearly_while_recent_history_and
             sensor_api.set(UPPER, value=77.75)
 
             async def live_value_is_new() -> bool:
-                return (await node.read_value()) == 77.75
+                return bool((await node.read_value()) == 77.75)
 
             await eventually(live_value_is_new, what="the live value newer than the history")
             recent, statuses = await read_history(client, UPPER, published, datetime.now(UTC) + timedelta(seconds=1))

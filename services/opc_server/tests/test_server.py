@@ -72,14 +72,14 @@ async def test_unreachable_sensors_give_bad_communication_error_then_recover(
 
         async def is_comm_error() -> bool:
             dv = await read(client, "Plant/RPM/MainShaft")
-            return dv.StatusCode.value == ua.StatusCodes.BadCommunicationError
+            return bool(dv.StatusCode.value == ua.StatusCodes.BadCommunicationError)
 
         await eventually(is_comm_error, timeout=5, what="BadCommunicationError on the tag")
         assert plant.health.consecutive_failures <= 3
         sensor_api.up = True
 
         async def is_good() -> bool:
-            return (await read(client, "Plant/RPM/MainShaft")).StatusCode.is_good()
+            return bool((await read(client, "Plant/RPM/MainShaft")).StatusCode.is_good())
 
         await eventually(is_good, timeout=5, what="a Good value on the tag")
 
@@ -91,7 +91,7 @@ async def test_a_bad_sensor_marks_only_its_own_nodes(sensor_api: FakeSensorApi, 
 
         async def upper_bad() -> bool:
             dv = await read(client, "Plant/Temperature/Upper")
-            return dv.StatusCode.value == ua.StatusCodes.BadSensorFailure
+            return bool(dv.StatusCode.value == ua.StatusCodes.BadSensorFailure)
 
         await eventually(upper_bad, what="the upper temperature Bad")
         assert (await read(client, "Plant/Temperature/Lower")).StatusCode.is_good()
@@ -104,7 +104,7 @@ async def test_stale_values_become_uncertain_never_good(sensor_api: FakeSensorAp
 
         async def uncertain() -> bool:
             dv = await read(client, "Plant/Voltage/MainSupply")
-            return dv.StatusCode.value == ua.StatusCodes.UncertainLastUsableValue
+            return bool(dv.StatusCode.value == ua.StatusCodes.UncertainLastUsableValue)
 
         await eventually(uncertain, what="an Uncertain value")
 
@@ -171,14 +171,14 @@ async def test_an_uncertain_reading_without_a_value_is_published_as_waiting_not_
 
         async def waiting() -> bool:
             dv = await read(client, "Plant/Audio/MFCC/Coefficient_0")
-            return dv.StatusCode.value == ua.StatusCodes.BadWaitingForInitialData
+            return bool(dv.StatusCode.value == ua.StatusCodes.BadWaitingForInitialData)
 
         await eventually(waiting, what="BadWaitingForInitialData on the MFCC tag")
         sensor_api.set("Plant/Audio/MFCC/Coefficient_0", value=3.5, quality="uncertain", reason="noisy")
 
         async def uncertain_with_value() -> bool:
             dv = await read(client, "Plant/Audio/MFCC/Coefficient_0")
-            return dv.StatusCode.value == ua.StatusCodes.UncertainSensorNotAccurate and dv.Value.Value == 3.5
+            return bool(dv.StatusCode.value == ua.StatusCodes.UncertainSensorNotAccurate and dv.Value.Value == 3.5)
 
         await eventually(uncertain_with_value, what="an Uncertain value that keeps its number")
 
@@ -199,7 +199,7 @@ async def test_hundreds_of_new_tags_at_once_get_the_same_model_while_a_session_k
             async def last_is_good() -> bool:
                 with contextlib.suppress(ua.UaStatusCodeError):
                     dv = await read(client, last)
-                    return dv.StatusCode.is_good() and dv.Value.Value == (count - 1) / 2
+                    return bool(dv.StatusCode.is_good() and dv.Value.Value == (count - 1) / 2)
                 return False
 
             await eventually(last_is_good, timeout=60, what="the last value Good")

@@ -64,7 +64,7 @@ async def sensors(tmp_path: Path) -> AsyncIterator[RealSensors]:
 async def status_of(client: Client, path: str) -> int:
     ns = await client.get_namespace_index("urn:plantmon:plant")
     dv = await client.get_node(ua.NodeId(path, ns)).read_data_value(raise_on_bad_status=False)
-    return dv.StatusCode.value
+    return int(dv.StatusCode.value)
 
 
 async def test_values_through_the_dmz_equal_the_sensor_api(
@@ -110,7 +110,7 @@ async def outage_is_bad_communication_error_within_two_polls_then_good(
         await cut()
 
         async def communication_error() -> bool:
-            return await status_of(client, path) == ua.StatusCodes.BadCommunicationError
+            return bool(await status_of(client, path) == ua.StatusCodes.BadCommunicationError)
 
         await eventually(communication_error, timeout=20, what="BadCommunicationError through the DMZ")
         assert plant.health.failing_since_poll is not None
@@ -121,7 +121,7 @@ async def outage_is_bad_communication_error_within_two_polls_then_good(
         await restore()
 
         async def good_again() -> bool:
-            return await status_of(client, path) == ua.StatusCodes.Good
+            return bool(await status_of(client, path) == ua.StatusCodes.Good)
 
         await eventually(good_again, timeout=30, what="Good values again through the DMZ")
         assert plant.health.sensors_reachable

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -53,9 +54,7 @@ async def test_all_readings_are_good_and_plausible(service: RunningService) -> N
     assert rows["Plant/Temperature/Lower"].value < rows["Plant/Temperature/Upper"].value  # type: ignore[operator]
     assert 1300 < rows["Plant/RPM/MainShaft"].value < 1700  # type: ignore[operator]
     assert 21 < rows["Plant/Voltage/MainSupply"].value < 25  # type: ignore[operator]
-    assert all(
-        r.observed_at.utcoffset() is not None and r.observed_at.utcoffset().total_seconds() == 0 for r in rows.values()
-    )
+    assert all(r.observed_at.utcoffset() == timedelta(0) for r in rows.values())
 
 
 async def test_seed_endpoints_answer_one_reading_or_a_list(service: RunningService) -> None:
@@ -79,7 +78,7 @@ async def test_observed_at_is_new_at_every_observation(service: RunningService) 
     first = (await service.client.get("/temperature/upper")).json()["observed_at"]
 
     async def changed() -> bool:
-        return (await service.client.get("/temperature/upper")).json()["observed_at"] > first
+        return bool((await service.client.get("/temperature/upper")).json()["observed_at"] > first)
 
     await eventually(changed, timeout=10, what="a new observed_at")
 
@@ -119,9 +118,15 @@ async def test_bad_paths_and_parameters_get_4xx_with_a_reason(service: RunningSe
     assert no_sensor.status_code == 422 and "needs a sensor" in no_sensor.json()["detail"]
     wrong_sensor = await c.put("/admin/faults/sensor_stopped", json={"active": True, "sensor": "x"}, headers=AUTH)
     assert wrong_sensor.status_code == 422 and "unknown sensor" in wrong_sensor.json()["detail"]
+    assert await active_faults(service) == []  # no refused request switched anything on
     filtered = await c.get("/api/v1/readings", params={"sensor": "rpm"})
     assert [r["path"] for r in filtered.json()["readings"]] == ["Plant/RPM/MainShaft"]
     assert (await c.get("/api/v1/readings/Plant/RPM/MainShaft")).json()["path"] == "Plant/RPM/MainShaft"
+
+
+async def active_faults(service: RunningService) -> list[str]:
+    faults = (await service.client.get("/admin/faults", headers=AUTH)).json()["faults"]
+    return [f["fault"] for f in faults if f["active"]]
 
 
 async def test_admin_needs_the_bearer_token(service: RunningService) -> None:
@@ -130,6 +135,7 @@ async def test_admin_needs_the_bearer_token(service: RunningService) -> None:
     wrong = await c.get("/admin/faults", headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401 and wrong.headers["www-authenticate"] == "Bearer"
     assert (await c.put("/admin/faults/overheating", json={"active": True})).status_code == 401
+    assert await active_faults(service) == []  # the refused switch changed nothing
     ok = await c.get("/admin/faults", headers=AUTH)
     assert ok.status_code == 200
     assert {f["fault"] for f in ok.json()["faults"]} == {

@@ -192,6 +192,8 @@ class Clock:
 class ClockedPin(MockPin):
     """gpiozero's MockPin with edge timestamps from a test clock instead of the wall clock."""
 
+    _state: bool
+
     def _change_state(self, value: bool) -> bool:
         if self._state != value:
             self._state = value
@@ -466,7 +468,8 @@ async def test_microphone_features_go_through_librosa(audio_tables: Path) -> Non
     t = np.arange(16_000) / 16_000
     sd.streams[0].push(0.5 * np.sin(2 * np.pi * 2000.0 * t))
     channels = await device.read()
-    bands = [channels[f"band_{i}"] for i in range(32)]
+    bands = [band for band in (channels[f"band_{i}"] for i in range(32)) if isinstance(band, float)]
+    assert len(bands) == 32  # no band is a ChannelFault
     assert int(np.argmax(bands)) == band_of(2000.0, 16_000)
     assert channels["level_dbfs"] == pytest.approx(-9.0, abs=0.2)
 

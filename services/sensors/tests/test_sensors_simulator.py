@@ -48,7 +48,7 @@ def test_raising_speed_raises_temperature_after_a_lag() -> None:
 def test_same_seed_same_run_and_other_seed_other_run() -> None:
     def states(seed: int) -> list[tuple[float, ...]]:
         model = PlantModel(np.random.default_rng(seed))
-        out = []
+        out: list[tuple[float, ...]] = []
         for dt in [0.1, 0.5, 0.25, 2.0] * 20:
             s = model.step(dt)
             out.append((s.load, s.speed_rpm, s.upper_c, s.lower_c, s.supply_v, s.ambient_c))

@@ -30,7 +30,10 @@ DISTRIBUTIONS = {
 }
 # Needed at run time although never imported by name, each for the reason given.
 RUNTIME_ONLY = {
-    "plantmon-alerts": {"aiohttp": "azure-eventhub's AMQP-over-WebSocket transport imports it"},
+    "plantmon-alerts": {
+        "aiohttp": "azure-eventhub's AMQP-over-WebSocket transport imports it",
+        "python-multipart": "FastAPI's Form(...) parsing of the operator page imports it",
+    },
     "plantmon-sensors": {"lgpio": "gpiozero's pin factory on the Pi 5 (aarch64 only)"},
 }
 # Namespace packages: the distribution is named by the first two parts of the module.

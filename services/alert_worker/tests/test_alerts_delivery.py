@@ -19,6 +19,7 @@ import httpx
 import pytest
 from azure.eventhub import TransportType
 from azure.eventhub.aio import EventHubProducerClient
+from azure.eventhub.exceptions import EventHubError
 from plantmon_alerts.delivery import (
     DeliveryMetrics,
     EventHubOptions,
@@ -242,9 +243,10 @@ async def test_the_peer_answers_management_reads_and_the_relay_is_what_makes_the
     # Straight to proton (no relay): 5.15.1 fails on the compact performative lists.
     direct = eventhub_peer.connection_string.replace(str(eventhub_peer.port), str(eventhub_peer.backend_port))
     client = EventHubProducerClient.from_connection_string(direct, retry_total=0)
-    with pytest.raises(Exception, match="list index out of range"):
+    with pytest.raises(EventHubError, match="list index out of range") as failed:
         async with client:
             await asyncio.wait_for(client.get_partition_ids(), timeout=30)
+    assert isinstance(failed.value.__context__, IndexError)  # uamqp's decoder, wrapped by the SDK
 
 
 def test_websockets_and_the_http_proxy_are_handed_to_the_sdk() -> None:
@@ -288,6 +290,17 @@ def test_the_connection_string_is_checked_at_start_and_empty_means_off(
         )
     with pytest.raises(ValueError, match="SharedAccessKey"):
         worker_settings(tmp_path, NO_DB, "opc.tcp://h:1/", "Endpoint=sb://ns.example/;EntityPath=alerts")
+    # The SDK's own parser decides, so what passes here is what the producer client connects with.
+    with pytest.raises(ValueError, match="CONNECTION_STRING: Connection string is either blank or malformed"):
+        worker_settings(tmp_path, NO_DB, "opc.tcp://h:1/", "SharedAccessKeyName=k;SharedAccessKey=v;EntityPath=a")
+    with pytest.raises(ValueError, match="Only one of the SharedAccessKey or SharedAccessSignature") as refused:
+        worker_settings(
+            tmp_path,
+            NO_DB,
+            "opc.tcp://h:1/",
+            "Endpoint=sb://ns.example/;SharedAccessKeyName=k;SharedAccessKey=hunter2;SharedAccessSignature=s;EntityPath=a",
+        )
+    assert "hunter2" not in str(refused.value)  # the reason, never the key
     named = worker_settings(
         tmp_path,
         NO_DB,

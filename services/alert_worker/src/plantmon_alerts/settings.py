@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from azure.eventhub import parse_connection_string
 from plantmon_common.opcua import OpcUaClientSettings
 from plantmon_common.settings import DatabaseSettings, ServiceSettings, require_secret
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -102,28 +103,13 @@ class AlertSettings(ServiceSettings):
     @model_validator(mode="after")
     def _connection_string_is_complete(self) -> AlertSettings:
         if self.eventhub_connection_string is not None:
-            fields = {
-                key.strip().lower(): value
-                for key, _, value in (
-                    part.partition("=") for part in self.eventhub_connection_string.get_secret_value().split(";")
-                )
-                if key.strip()
-            }
-            missing = [
-                name
-                for name, present in (
-                    ("Endpoint=sb://...", fields.get("endpoint", "").startswith("sb://")),
-                    (
-                        "SharedAccessKeyName+SharedAccessKey or SharedAccessSignature",
-                        ("sharedaccesskey" in fields and "sharedaccesskeyname" in fields)
-                        or "sharedaccesssignature" in fields,
-                    ),
-                    ("EntityPath (or ALERTS_EVENTHUB_NAME)", bool(fields.get("entitypath") or self.eventhub_name)),
-                )
-                if not present
-            ]
-            if missing:
-                raise ValueError(f"ALERTS_EVENTHUB_CONNECTION_STRING lacks {', '.join(missing)}")
+            # The SDK's own parser: what it accepts is what EventHubProducerClient will connect with.
+            try:
+                parsed = parse_connection_string(self.eventhub_connection_string.get_secret_value())
+            except ValueError as exc:  # its messages name the format, never the key
+                raise ValueError(f"ALERTS_EVENTHUB_CONNECTION_STRING: {exc}") from None
+            if not (parsed.eventhub_name or self.eventhub_name):
+                raise ValueError("ALERTS_EVENTHUB_CONNECTION_STRING lacks EntityPath (or set ALERTS_EVENTHUB_NAME)")
         return self
 
     @model_validator(mode="after")

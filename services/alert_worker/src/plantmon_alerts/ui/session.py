@@ -57,7 +57,7 @@ class SessionSigner:
         return Session(operator, secrets.token_urlsafe(24))
 
     def dump(self, session: Session) -> str:
-        return self.serializer.dumps({"op": session.operator, "csrf": session.csrf})
+        return str(self.serializer.dumps({"op": session.operator, "csrf": session.csrf}))
 
     def load(self, cookie: str | None) -> Session | None:
         """The session in ``cookie``; None when it is missing, tampered with, malformed or expired."""

@@ -23,6 +23,18 @@ T = TypeVar("T")
 OPC_USER = "alerts"
 OPC_PASSWORD = "opc-password-for-tests"
 
+# The severity-4 threshold rule on the temperatures that the worker and delivery tests raise.
+TEMPERATURE_HIGH_RULE = """\
+  - name: temperature_high
+    kind: threshold
+    tags: Plant/Temperature/*
+    high: 100
+    hysteresis: 5
+    for: 0
+    severity: 4
+    message: "{tag} is {value:.0f}, above {threshold:.0f}"
+"""
+
 
 class _Users(UserManager):
     """One service account; everybody else (anonymous included) is refused."""

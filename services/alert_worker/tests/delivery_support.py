@@ -14,22 +14,16 @@ from plantmon_dev.procs import free_port
 from plantmon_dev.waiting import eventually
 from pydantic import SecretStr
 
-from services.alert_worker.tests.alerts_support import OPC_PASSWORD, OPC_USER
+from services.alert_worker.tests.alerts_support import OPC_PASSWORD, OPC_USER, TEMPERATURE_HIGH_RULE
 from services.alert_worker.tests.amqp_peer import EventHubPeer, ReceivedEvent
 
 TOKEN = "delivery-ack-token-for-tests"
 
 # A severity-4 rule (published) and a severity-2 one (below the default minimum of 3: not published).
-RULES = """
-rules:
-  - name: temperature_high
-    kind: threshold
-    tags: Plant/Temperature/*
-    high: 100
-    hysteresis: 5
-    for: 0
-    severity: 4
-    message: "{tag} is {value:.0f}, above {threshold:.0f}"
+RULES = (
+    "rules:\n"
+    + TEMPERATURE_HIGH_RULE
+    + """\
   - name: temperature_notice
     kind: threshold
     tags: Plant/Temperature/*
@@ -39,6 +33,7 @@ rules:
     severity: 2
     message: "{tag} is warm: {value:.0f}"
 """
+)
 
 
 def worker_settings(

@@ -21,20 +21,16 @@ from plantmon_dev.waiting import eventually
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from services.alert_worker.tests.alerts_support import OPC_PASSWORD, OPC_USER, CuttableProxy, plant_server
+from services.alert_worker.tests.alerts_support import (
+    OPC_PASSWORD,
+    OPC_USER,
+    TEMPERATURE_HIGH_RULE,
+    CuttableProxy,
+    plant_server,
+)
 
 TOKEN = "worker-ack-token-for-tests"
-RULES = """
-rules:
-  - name: temperature_high
-    kind: threshold
-    tags: Plant/Temperature/*
-    high: 100
-    hysteresis: 5
-    for: 0
-    severity: 4
-    message: "{tag} is {value:.0f}, above {threshold:.0f}"
-"""
+RULES = "rules:\n" + TEMPERATURE_HIGH_RULE
 
 
 def settings_for(tmp_path: Path, database: DatabaseSettings, opc_url: str, **extra: Any) -> AlertSettings:

@@ -208,14 +208,9 @@ async def scraper_process(env: dict[str, str], port: int, log: Path) -> AsyncIte
     with log.open("ab") as sink:
         proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "plantmon_scraper", env=env, stderr=sink)
     try:
-
-        async def up() -> bool:
-            try:
-                return await healthy(port)
-            except httpx.HTTPError:
-                return False
-
-        await eventually(up, timeout=60, what="the scraper process to be healthy")
+        await eventually(
+            lambda: healthy(port), retry_on=(httpx.HTTPError,), timeout=60, what="the scraper process to be healthy"
+        )
         yield proc
     finally:
         if proc.returncode is None:

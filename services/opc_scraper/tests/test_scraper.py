@@ -233,14 +233,7 @@ async def test_console_script_scrapes_and_stops_on_sigterm(
         sys.executable, "-m", "plantmon_scraper", env=env, stderr=asyncio.subprocess.PIPE
     )
     try:
-
-        async def up() -> bool:
-            try:
-                return await healthy(port)
-            except httpx.HTTPError:
-                return False
-
-        await eventually(up, what="the scraper process to be healthy")
+        await eventually(lambda: healthy(port), retry_on=(httpx.HTTPError,), what="the scraper process to be healthy")
         base = now_ms()
         await publish_range(plant_server, 0, 10, base)
         reader = role_conninfo(migrated_db, "plantmon_reader", migrated_db["reader_password"])

@@ -1,7 +1,8 @@
 """Every project image builds from the repository's Dockerfiles, runs as its unprivileged user, and
 carries no compiler, no pip cache and no package of another service, and every module of its
 service (and of plantmon_common, less the web helpers where the image has no web extra) imports
-with the packages the image has: its own lock, requirements/images/.
+with the packages the image has: its own lock, requirements/images/. The data files of the
+service's package (templates, default rules, SQL migrations) are installed with it.
 
 The sizes are printed (docs/benchmarks.md records them). They are measured on the CI base
 (Debian 12 minbase with Debian's python3, see plantmon_dev.docker_engine), which is about
@@ -16,6 +17,7 @@ import pytest
 from plantmon_dev.docker_engine import BASE_IMAGE, DockerEngine
 
 from tests.containers.compose_support import PROJECT_IMAGES
+from tests.deploy.deploy_files import REPO
 
 pytestmark = [pytest.mark.containers, pytest.mark.timeout(300, func_only=True)]
 
@@ -54,6 +56,9 @@ for name in modules:
         importlib.import_module(name)
     except Exception as exc:
         failed[name] = repr(exc)
+own_dist = importlib.metadata.distribution(importlib.metadata.packages_distributions()[own.__name__][0])
+data = sorted(str(f) for f in own_dist.files or []
+              if str(f).startswith(own.__name__ + "/") and f.suffix not in (".py", ".pyc"))
 caches = [str(p) for root in ("/root", "/tmp", "/opt/venv") for p in pathlib.Path(root).glob("**/.cache/pip")]
 print(json.dumps({
     "compilers": [c for c in ("gcc", "cc", "x86_64-linux-gnu-gcc", "aarch64-linux-gnu-gcc") if shutil.which(c)],
@@ -61,6 +66,8 @@ print(json.dumps({
     "entry": entry.value,
     "link": os.readlink(shutil.which("plantmon-service")),
     "modules": len(modules),
+    "package": own.__name__,
+    "data": data,
     "failed": failed,
     "foreign": [m for m in foreign if importlib.util.find_spec(m.split(".")[0]) is not None
                 and importlib.util.find_spec(m) is not None],
@@ -70,6 +77,16 @@ print(json.dumps({
 
 def image_of(service: str) -> str:
     return f"{PROJECT_IMAGES[service]}:dev"
+
+
+def package_data_in_the_repository(package: str) -> set[str]:
+    """The non-Python files of ``package`` in its source folder (``<package>/...`` paths)."""
+    (source,) = [p for p in REPO.glob(f"*/**/src/{package}") if p.is_dir() and "node_modules" not in p.parts]
+    return {
+        str(f.relative_to(source.parent))
+        for f in source.rglob("*")
+        if f.is_file() and f.suffix not in (".py", ".pyc") and "__pycache__" not in f.parts
+    }
 
 
 @pytest.mark.parametrize("service", sorted(PROJECT_IMAGES))
@@ -95,6 +112,8 @@ def test_image_runs_unprivileged_with_only_its_own_packages_and_no_compiler(
     assert config["Entrypoint"] == ["plantmon-service"] and found["link"] == SCRIPT[service] and found["entry"]
     assert found["modules"] > 3 and found["failed"] == {}, f"{image} cannot import: {found['failed']}"
     assert found["foreign"] == [], f"{image} carries another service's packages: {found['foreign']}"
+    expected = package_data_in_the_repository(found["package"])
+    assert not expected - set(found["data"]), f"{image} lacks {sorted(expected - set(found['data']))}"
 
 
 def test_image_sizes_are_reported(engine: DockerEngine, images: dict[str, float]) -> None:

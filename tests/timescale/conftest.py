@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from plantmon_dev.waiting import eventually_sync
 
 HERE = Path(__file__).resolve().parent
 
@@ -46,17 +46,20 @@ class WasmTimescale:
         self.proc = subprocess.Popen(
             [node, "server.mjs", "0"], cwd=HERE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
+        stdout = self.proc.stdout
+        assert stdout is not None
+
+        def listening() -> int | None:
+            line = stdout.readline()
             if not line:
-                break
-            if line.startswith("LISTENING "):
-                self.port = int(line.split()[1])
-                return
-        self.stop()
-        pytest.fail("the WASM TimescaleDB server did not start")
+                raise RuntimeError(f"the WASM TimescaleDB server exited with {self.proc and self.proc.wait()}")
+            return int(line.split()[1]) if line.startswith("LISTENING ") else None
+
+        try:
+            self.port = eventually_sync(listening, timeout=120, interval=0, what="the WASM server's LISTENING line")
+        except (RuntimeError, TimeoutError) as exc:
+            self.stop()
+            pytest.fail(f"the WASM TimescaleDB server did not start: {exc}")
 
     def conninfo(self) -> str:
         # PGlite accepts any password; it always serves one database as the superuser postgres.

@@ -303,7 +303,7 @@ def _refuse_changed(conn: psycopg.Connection[tuple[object, ...]], migrations: li
 class MigrateSettings(BaseSettings):
     """The service roles' passwords (``DB_*``); the connection itself comes from ``PG*``."""
 
-    model_config = SettingsConfigDict(extra="ignore", env_prefix="DB_")
+    model_config = SettingsConfigDict(extra="ignore", env_prefix="DB_", hide_input_in_errors=True)
 
     writer_password: SecretStr | None = Field(default=None, description="Password of plantmon_writer (scraper)")
     alerts_password: SecretStr | None = Field(default=None, description="Password of plantmon_alerts (alert worker)")

@@ -301,6 +301,18 @@ def test_the_connection_string_is_checked_at_start_and_empty_means_off(
             "Endpoint=sb://ns.example/;SharedAccessKeyName=k;SharedAccessKey=hunter2;SharedAccessSignature=s;EntityPath=a",
         )
     assert "hunter2" not in str(refused.value)  # the reason, never the key
+    # As the worker starts: from the environment, where pydantic would quote the inputs around the error.
+    monkeypatch.setenv("PGUSER", "plantmon_alerts")
+    monkeypatch.setenv("ALERTS_API_TOKEN", "SECRET-api-token-0123456789abcdef")
+    monkeypatch.setenv(
+        "ALERTS_EVENTHUB_CONNECTION_STRING",
+        "Endpoint=sb://ns.example/;SharedAccessKeyName=k;SharedAccessKey=0123456789abcdef-key-SECRET;"
+        "SharedAccessSignature=s;EntityPath=a",
+    )
+    with pytest.raises(ValueError, match="Only one of the SharedAccessKey") as from_env:
+        AlertSettings()
+    assert "SECRET" not in str(from_env.value)
+    monkeypatch.delenv("ALERTS_API_TOKEN")
     named = worker_settings(
         tmp_path,
         NO_DB,

@@ -33,7 +33,10 @@ class ServiceSettings(BaseSettings):
 
     # An empty variable means "not set": compose passes every optional setting as ${VAR:-}, and
     # the service's own default must apply then, not a parse error or an empty value.
-    model_config = SettingsConfigDict(extra="ignore", env_nested_delimiter="__", env_ignore_empty=True)
+    # hide_input_in_errors: a refused setting is reported without the values around it (secrets).
+    model_config = SettingsConfigDict(
+        extra="ignore", env_nested_delimiter="__", env_ignore_empty=True, hide_input_in_errors=True
+    )
 
     log_level: str = Field(default="INFO", description="Python log level")
     log_format: Literal["json", "text"] = Field(default="json", description="json for machines, text for people")
@@ -44,7 +47,7 @@ class ServiceSettings(BaseSettings):
 class DatabaseSettings(BaseSettings):
     """libpq's own variables (``PGHOST`` ...), so psql and the services read the same ones."""
 
-    model_config = SettingsConfigDict(extra="ignore", env_prefix="PG")
+    model_config = SettingsConfigDict(extra="ignore", env_prefix="PG", hide_input_in_errors=True)
 
     host: str = "127.0.0.1"
     port: int = 5432

@@ -160,6 +160,32 @@ def test_stop_ends_the_group_of_a_leader_that_already_died(tmp_path: Path) -> No
     assert not pid_alive(grandchild)
 
 
+def test_stop_terms_the_helpers_of_a_leader_that_already_died_before_killing_them(tmp_path: Path) -> None:
+    """A dead leader's helper that obeys SIGTERM gets the chance to stop cleanly (it says so)."""
+    log, said = tmp_path / "orphan.log", tmp_path / "said"
+    polite = (
+        "import signal, sys, time\n"
+        f"def bye(*_): open({str(said)!r}, 'w').write('terminated'); sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, bye)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    script = (
+        "import subprocess, sys\n"
+        f"helper = subprocess.Popen([sys.executable, '-c', {polite!r}])\n"
+        "print(helper.pid, flush=True)\n"
+    )
+    child = ManagedProcess("orphan", [sys.executable, "-c", script], log, stop_timeout=30.0)
+    child.start()
+    eventually_sync(
+        lambda: exited(child) and "ready" in log.read_text(), timeout=30, what="the leader exits, its helper is ready"
+    )
+    helper = int(log.read_text().split()[0])
+    child.stop()
+    assert not pid_alive(helper)
+    assert said.read_text() == "terminated"  # SIGTERM, not the SIGKILL after the bounded wait
+
+
 def test_wait_ready_fails_at_once_with_the_log_when_the_child_exits(tmp_path: Path) -> None:
     command = [sys.executable, "-c", "print('bad config line 3'); raise SystemExit(1)"]
     child = ManagedProcess("bad", command, tmp_path / "bad.log")

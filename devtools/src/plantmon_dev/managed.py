@@ -11,8 +11,8 @@ plugin or a service's own helper process never outlives a stop.
 child that died, as compose's restart policy would, but with a growing, jittered delay
 (:class:`plantmon_common.backoff.ExponentialBackoff`, ``initial_s`` up to ``max_s``) and one log
 line per exit. A child that ran for ``stable_s`` before dying starts the schedule afresh; one that
-died ``max_restarts`` times in a row without such a run is left stopped in the state
-``crash-looping``, said once, loudly, instead of being restarted forever.
+dies again after ``max_restarts`` restarts in a row without such a run is left stopped in the
+state ``crash-looping``, said once, loudly, instead of being restarted forever.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ class RestartPolicy:
 
     initial_s: float = 1.0
     max_s: float = 30.0
-    max_restarts: int = 5  # in a row, without a run of ``stable_s`` between them
+    max_restarts: int = 5  # restarts in a row, without a run of ``stable_s`` between them; the next exit is final
     stable_s: float = 60.0
 
 
@@ -167,12 +167,11 @@ class ManagedProcess:
         if proc is None:
             return
         pgid = proc.pid  # start_new_session: the leader's pid is the group's id
-        if proc.poll() is None:
-            if self.term_group:
-                _signal_group(pgid, signal.SIGTERM)
-            else:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
+        if proc.poll() is None and not self.term_group:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        elif proc.poll() is None or group_members(pgid):  # a dead leader's helpers get their SIGTERM too
+            _signal_group(pgid, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_timeout
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=self.stop_timeout)

@@ -79,13 +79,21 @@ async def eventually(
     last: object = _NOTHING
     error: BaseException | None = None
     while True:
+        hung = False
         try:
             result = condition()
-            if inspect.isawaitable(result):
-                result = await result
+            if inspect.isawaitable(result):  # bounded too: a probe that hangs is cut at the deadline
+                try:
+                    result = await asyncio.wait_for(result, max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    if loop.time() < deadline:
+                        raise  # the probe's own timeout, not ours
+                    hung = True
         except retry_on as exc:
             error = exc
         else:
+            if hung:
+                raise _timed_out(what, timeout, last, error or TimeoutError("the probe did not answer"))
             error = None
             if result:
                 return result
@@ -113,6 +121,10 @@ def eventually_sync(
         except retry_on as exc:
             error = exc
         else:
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()  # never awaited, said here rather than by a RuntimeWarning
+                raise TypeError(f"eventually_sync got an awaitable from {condition!r}: use eventually")
             error = None
             if result:
                 return result

@@ -12,7 +12,8 @@ Without ``--id`` it acknowledges the newest active alert whose tag matches ``--t
 required), ``--by`` (who acknowledges), ``--comment``. It lists with ``GET /api/v1/alerts`` and
 acknowledges with ``POST /api/v1/alerts/{id}/ack`` (both described at the worker's ``/docs``).
 Exit status 0 when an alert was acknowledged; 1 with the server's reason when it refused (wrong
-token, already acknowledged, cleared, no such alert) or when no alert is active.
+token, already acknowledged, cleared, no such alert), when it cannot be reached, or when no alert
+is active.
 """
 
 from __future__ import annotations
@@ -38,6 +39,14 @@ def reason(response: httpx.Response) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    try:
+        return acknowledge(args)
+    except httpx.TransportError as exc:  # not running, wrong URL: the reason, no traceback
+        print(f"cannot reach the alert worker at {args.url}: {exc!r}", file=sys.stderr)
+        return 1
+
+
+def acknowledge(args: argparse.Namespace) -> int:
     headers = {"Authorization": f"Bearer {args.token}"}
     with httpx.Client(base_url=args.url, headers=headers, timeout=10) as client:
         alert_id = args.id

@@ -31,7 +31,10 @@ async def main(args: argparse.Namespace) -> int:
         # Found by browsing Objects/Plant, so whatever namespace index the server gave the plant.
         found = {tag.path: tag.node_id for tag in await browse_plant(client, with_metadata=False)}
         if args.tag not in found:
-            print(f"no tag {args.tag} below Objects/Plant; there are {len(found)}, e.g. {sorted(found)[:3]}")
+            print(
+                f"no tag {args.tag} below Objects/Plant; there are {len(found)}, e.g. {sorted(found)[:3]}",
+                file=sys.stderr,
+            )
             return 1
         values = await client.get_node(found[args.tag]).read_raw_history(start, end)
     for dv in values:

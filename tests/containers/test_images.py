@@ -113,6 +113,8 @@ def test_image_runs_unprivileged_with_only_its_own_packages_and_no_compiler(
     assert found["modules"] > 3 and found["failed"] == {}, f"{image} cannot import: {found['failed']}"
     assert found["foreign"] == [], f"{image} carries another service's packages: {found['foreign']}"
     expected = package_data_in_the_repository(found["package"])
+    if service == "alert_worker":
+        assert {"plantmon_alerts/ui/templates/alerts.html", "plantmon_alerts/rules/default.yaml"} <= expected
     assert not expected - set(found["data"]), f"{image} lacks {sorted(expected - set(found['data']))}"
 
 

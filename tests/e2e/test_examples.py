@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from plantmon_dev.procs import free_port
 from plantmon_dev.stack import REPO_ROOT, Stack
 from plantmon_dev.waiting import eventually_sync
 
@@ -77,13 +78,14 @@ def test_read_history_prints_the_rows_of_a_tag(stack: Stack, tmp_path: Path) -> 
     assert summary.startswith(f"{len(rows)} rows of {UPPER} from "), summary
     stamps = [datetime.fromisoformat(row.split(" ")[0]) for row in rows]
     assert stamps == sorted(stamps) and len(rows) >= 1
-    assert all(-200 <= float(row.split(" ")[1]) <= 1350 for row in rows if row.endswith(" Good"))
+    good = [float(row.split(" ")[1]) for row in rows if row.endswith(" Good")]
+    assert good and all(-200 <= value <= 1350 for value in good)
 
 
 def test_read_history_of_an_unknown_tag_names_it(stack: Stack, tmp_path: Path) -> None:
     done = run_example("read_history.py", "--tag", "Plant/Temperature/Nowhere", env=operator(stack, tmp_path))
     assert done.returncode == 1
-    assert "no tag Plant/Temperature/Nowhere below Objects/Plant" in done.stdout
+    assert "no tag Plant/Temperature/Nowhere below Objects/Plant" in done.stderr and done.stdout == ""
     bad = run_example("read_history.py", "--tag", "not a path", env=operator(stack, tmp_path))
     assert bad.returncode == 2 and "Traceback" not in bad.stderr  # argparse's usage error, with the reason
 
@@ -99,10 +101,15 @@ def alert_state(stack: Stack, alert_id: uuid.UUID) -> tuple[str, str | None]:
     return row[0], row[1]
 
 
-def active_alerts(stack: Stack) -> set[uuid.UUID]:
+def listed_active(stack: Stack) -> list[dict[str, str]]:
+    """The upper temperature's active alerts, newest first (the API's order)."""
     url = f"http://127.0.0.1:{stack.ports.alerts_http}/api/v1/alerts"
-    listed = httpx.get(url, params={"state": "active", "tag": UPPER}, timeout=5).json()["alerts"]
-    return {uuid.UUID(alert["id"]) for alert in listed}
+    listed: list[dict[str, str]] = httpx.get(url, params={"state": "active", "tag": UPPER}, timeout=5).json()["alerts"]
+    return listed
+
+
+def active_alerts(stack: Stack) -> set[uuid.UUID]:
+    return {uuid.UUID(alert["id"]) for alert in listed_active(stack)}
 
 
 @pytest.fixture
@@ -132,13 +139,20 @@ def test_acknowledge_acknowledges_the_newest_active_alert_once(stack: Stack, ove
         "acknowledge_alert.py", "--tag", UPPER, "--by", "nobody", env={**env, "PLANTMON_ALERTS_TOKEN": "wrong"}
     )
     assert wrong.returncode == 1 and "acknowledge refused: 401" in wrong.stderr, wrong.stderr
+    unreachable = {**env, "PLANTMON_ALERTS_URL": f"http://127.0.0.1:{free_port()}"}
+    nobody_there = run_example("acknowledge_alert.py", "--tag", UPPER, "--by", "nobody", env=unreachable)
+    assert nobody_there.returncode == 1 and "cannot reach the alert worker" in nobody_there.stderr
+    assert "Traceback" not in nobody_there.stderr
     assert all(alert_state(stack, alert) == ("active", None) for alert in overheating)  # the refusal changed nothing
 
+    newest_before = uuid.UUID(listed_active(stack)[0]["id"])
     done = run_example("acknowledge_alert.py", "--tag", UPPER, "--by", "shift-a", env=env)
     assert done.returncode == 0, done.stderr
     acknowledged = re.match(r"acknowledged ([0-9a-f-]{36}): .* on Plant/Temperature/Upper .*by shift-a$", done.stdout)
     assert acknowledged, done.stdout
     alert = uuid.UUID(acknowledged.group(1))
+    # The newest active one: the one listed first just before, unless a newer one was raised meanwhile.
+    assert alert == newest_before or alert not in overheating | {newest_before}
     assert alert_state(stack, alert) == ("acknowledged", "shift-a")
     assert alert not in active_alerts(stack)
 

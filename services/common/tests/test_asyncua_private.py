@@ -22,7 +22,7 @@ from plantmon_common.opcua import AsyncuaIncompatibleError, OpcUaClientSettings,
 from plantmon_common.opcua import asyncua_private as private
 
 VERSION = metadata.version("asyncua")
-ALL_GROUPS = (private.SUBSCRIBER, private.SERVER, private.TESTS, private.BENCH_LOAD_SERVER)
+ALL_GROUPS = (private.SUBSCRIBER, private.SERVER, private.SERVER_DEADBAND, private.TESTS, private.BENCH_LOAD_SERVER)
 
 
 def refusal(*groups: tuple[private.Requirement, ...]) -> str:

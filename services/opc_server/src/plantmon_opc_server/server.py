@@ -172,6 +172,7 @@ class PlantServer:
     def __init__(self, settings: OpcServerSettings, registry: CollectorRegistry | None = None) -> None:
         # Before anything serves: refuse an asyncua whose internals we use have changed.
         asyncua_private.check_asyncua(asyncua_private.SERVER)
+        asyncua_private.install_deadband_filters()  # Absolute and Percent deadbands as Part 4 says
         self.settings = settings
         self.registry = registry or new_registry("opc_server")
         self.metrics = Metrics(self.registry)

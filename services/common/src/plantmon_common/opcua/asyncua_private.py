@@ -10,7 +10,11 @@ in a few measured places (docs/benchmarks.md, "scraper throughput"):
 - it builds monitored-item requests with asyncua's own builder, which keeps the client handles
   consistent (:func:`make_monitored_item_request`, ``Subscription._make_monitored_item_request``);
 - the OPC UA server counts monitored items for its metrics (:func:`monitored_items`,
-  ``MonitoredItemService._monitored_items``);
+  ``MonitoredItemService._monitored_items``), and evaluates data-change deadbands as OPC UA Part 4
+  (7.22.2) says, where asyncua compares with the previous *sample* instead of the last *reported*
+  value, lets a status change be swallowed by the deadband and has no Percent deadband
+  (:func:`install_deadband_filters`, ``MonitoredItemService._is_deadband_exceeded`` replaced and
+  its monitored-item creation and modification wrapped);
 - the tests look at the Publish requests waiting at the server (:func:`queued_publish_requests`,
   ``UaProcessor._publish_requests``), and the benchmark's load server takes a lean data-change
   path (:func:`install_lean_datachange_callback`).
@@ -27,6 +31,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -35,12 +41,15 @@ from typing import Any
 from asyncua import Client, Node, ua
 from asyncua.client.ua_session import UaSession
 from asyncua.common.subscription import Subscription
-from asyncua.server.monitored_item_service import MonitoredItemData, MonitoredItemService
+from asyncua.server.address_space import AddressSpace
+from asyncua.server.monitored_item_service import MonitoredItemData, MonitoredItemService, MonitoredItemValues
 from asyncua.server.uaprocessor import UaProcessor
+from asyncua.ua import uaprotocol_auto
 
 __all__ = [
     "BENCH_LOAD_SERVER",
     "SERVER",
+    "SERVER_DEADBAND",
     "SUBSCRIBER",
     "TESTS",
     "AsyncuaIncompatibleError",
@@ -48,6 +57,7 @@ __all__ = [
     "asyncua_version",
     "batch_datachanges",
     "check_asyncua",
+    "install_deadband_filters",
     "install_lean_datachange_callback",
     "make_monitored_item_request",
     "monitored_items",
@@ -151,6 +161,56 @@ SERVER: tuple[Requirement, ...] = (
     ),
 )
 """What the OPC UA server uses (plantmon_opc_server)."""
+
+SERVER_DEADBAND: tuple[Requirement, ...] = (
+    Requirement(
+        MonitoredItemService,
+        "_is_deadband_exceeded",
+        ("self", "values", "flt"),
+        why="replaced: deadband against the last reported value, Percent of EURange",
+    ),
+    Requirement(
+        MonitoredItemService,
+        "datachange_callback",
+        ("self", "handle", "value", "error"),
+        uses=("_is_deadband_exceeded",),
+        why="must call the replaced _is_deadband_exceeded",
+    ),
+    Requirement(
+        MonitoredItemService,
+        "_create_data_change_monitored_item",
+        ("self", "params"),
+        why="wrapped: refuses an invalid deadband filter",
+    ),
+    Requirement(
+        MonitoredItemService,
+        "create_monitored_items",
+        ("self", "params"),
+        uses=("_create_data_change_monitored_item",),
+        why="must call the wrapped _create_data_change_monitored_item",
+    ),
+    Requirement(
+        MonitoredItemService,
+        "_modify_monitored_item",
+        ("self", "params"),
+        why="wrapped: refuses an invalid deadband filter",
+    ),
+    Requirement(
+        MonitoredItemService,
+        "modify_monitored_items",
+        ("self", "params"),
+        uses=("_modify_monitored_item",),
+        why="must call the wrapped _modify_monitored_item",
+    ),
+    Requirement(
+        MonitoredItemService,
+        "__init__",
+        ("self", "isub", "aspace"),
+        uses=("aspace", "_monitored_items"),
+        why="the deadband check reads the variable's EURange from the address space",
+    ),
+)
+"""What the OPC UA server's deadband filters replace and wrap (:func:`install_deadband_filters`)."""
 
 TESTS: tuple[Requirement, ...] = (
     Requirement(
@@ -280,3 +340,129 @@ def install_lean_datachange_callback() -> None:
         await self.isub.enqueue_datachange_event(mid, event, mdata.queue_size)
 
     MonitoredItemService.datachange_callback = lean  # type: ignore[method-assign]
+
+
+# -- the server side: data-change deadbands (OPC UA Part 4, 7.22.2) -----------------------------
+
+
+@dataclass
+class _Deadband:
+    """One monitored item's deadband: the threshold in the value's unit, and what was last reported."""
+
+    threshold: float
+    reported: ua.DataValue | None = None
+
+
+# The server decodes a filter into the generated class; ``ua.DataChangeFilter`` is asyncua's hand-made one.
+DATA_CHANGE_FILTERS = (ua.DataChangeFilter, uaprotocol_auto.DataChangeFilter)
+
+# Keyed by the monitored item's MonitoredItemValues (the object _is_deadband_exceeded is given).
+_deadbands: weakref.WeakKeyDictionary[MonitoredItemValues, _Deadband] = weakref.WeakKeyDictionary()
+_installed = False
+
+
+def _eu_range(aspace: AddressSpace, node_id: ua.NodeId) -> ua.Range | None:
+    """The EURange property of a variable (AnalogItemType), if it has a usable one."""
+    node = aspace.get(node_id)
+    for ref in node.references if node is not None else ():
+        if ref.IsForward and ref.ReferenceTypeId == ua.NodeId(ua.ObjectIds.HasProperty):
+            if ref.BrowseName.Name != "EURange":
+                continue
+            value = aspace.read_attribute_value(ref.NodeId, ua.AttributeIds.Value).Value
+            found = value.Value if value is not None else None
+            if isinstance(found, ua.Range) and math.isfinite(found.High - found.Low) and found.High > found.Low:
+                return found
+    return None
+
+
+def _deadband_of(aspace: AddressSpace, item: ua.ReadValueId, flt: object) -> tuple[ua.StatusCode | None, float | None]:
+    """(a refusal, None) for an invalid deadband; (None, threshold) for a valid one; (None, None) without."""
+    if not isinstance(flt, DATA_CHANGE_FILTERS) or flt.DeadbandType == ua.DeadbandType.None_:
+        return None, None
+    if item.AttributeId != ua.AttributeIds.Value:
+        return ua.StatusCode(ua.StatusCodes.BadFilterNotAllowed), None
+    value = flt.DeadbandValue
+    if not math.isfinite(value) or value < 0:
+        return ua.StatusCode(ua.StatusCodes.BadDeadbandFilterInvalid), None
+    if flt.DeadbandType == ua.DeadbandType.Absolute:
+        return None, value
+    if flt.DeadbandType == ua.DeadbandType.Percent:
+        eu_range = _eu_range(aspace, item.NodeId)
+        if eu_range is None or value > 100:  # Percent needs an EURange, and is a share of it
+            return ua.StatusCode(ua.StatusCodes.BadDeadbandFilterInvalid), None
+        return None, value / 100.0 * (eu_range.High - eu_range.Low)
+    return ua.StatusCode(ua.StatusCodes.BadDeadbandFilterInvalid), None
+
+
+def _exceeded(values: MonitoredItemValues, flt: object) -> bool:
+    """Report ``values``' current value? Against the last *reported* one; a status change always."""
+    current = values.get_current_datavalue()
+    state = _deadbands.get(values)
+    if state is None or current is None:
+        return True
+    last = state.reported
+    report = (
+        last is None
+        or current.StatusCode != last.StatusCode
+        or not isinstance(current.Value.Value if current.Value else None, (int, float))
+        or not isinstance(last.Value.Value if last.Value else None, (int, float))
+        or abs(float(current.Value.Value) - float(last.Value.Value)) > state.threshold  # type: ignore[union-attr]
+    )
+    if report:
+        state.reported = current
+    return report
+
+
+def install_deadband_filters() -> None:
+    """Make every asyncua server of this process evaluate data-change deadbands as Part 4 says.
+
+    Absolute: a value is reported when it differs from the last *reported* value by more than the
+    deadband (asyncua compares with the previous sample, so a slow drift is never reported).
+    Percent: the same with ``DeadbandValue`` percent of the variable's EURange; refused with
+    ``BadDeadbandFilterInvalid`` on a variable without one, or above 100. A status change is
+    always reported. Negative or non-finite values and unknown deadband types are
+    ``BadDeadbandFilterInvalid``; a deadband on another attribute than Value ``BadFilterNotAllowed``.
+    Idempotent.
+    """
+    global _installed
+    check_asyncua(SERVER_DEADBAND)
+    if _installed:
+        return
+    stock_create = MonitoredItemService._create_data_change_monitored_item
+    stock_modify = MonitoredItemService._modify_monitored_item
+
+    async def create(self: MonitoredItemService, params: ua.MonitoredItemCreateRequest) -> ua.MonitoredItemCreateResult:
+        refused, threshold = _deadband_of(self.aspace, params.ItemToMonitor, params.RequestedParameters.Filter)
+        if refused is not None:
+            result = ua.MonitoredItemCreateResult()
+            result.StatusCode = refused
+            return result
+        result = await stock_create(self, params)
+        mdata = self._monitored_items.get(result.MonitoredItemId)
+        if threshold is not None and mdata is not None:
+            # The first value went out while the item was made: it is the one reported.
+            _deadbands[mdata.mvalue] = _Deadband(threshold, mdata.mvalue.get_current_datavalue())
+        return result
+
+    def modify(self: MonitoredItemService, params: ua.MonitoredItemModifyRequest) -> ua.MonitoredItemModifyResult:
+        mdata = self._monitored_items.get(params.MonitoredItemId)
+        if mdata is not None and mdata.read_value_id is not None and params.RequestedParameters.Filter is not None:
+            refused, threshold = _deadband_of(self.aspace, mdata.read_value_id, params.RequestedParameters.Filter)
+            if refused is not None:
+                result = ua.MonitoredItemModifyResult()
+                result.StatusCode = refused
+                return result
+            if threshold is None:
+                _deadbands.pop(mdata.mvalue, None)
+            else:
+                last = _deadbands[mdata.mvalue].reported if mdata.mvalue in _deadbands else None
+                _deadbands[mdata.mvalue] = _Deadband(threshold, last or mdata.mvalue.get_current_datavalue())
+        return stock_modify(self, params)
+
+    def is_deadband_exceeded(self: MonitoredItemService, values: MonitoredItemValues, flt: ua.DataChangeFilter) -> bool:
+        return _exceeded(values, flt)
+
+    MonitoredItemService._create_data_change_monitored_item = create  # type: ignore[method-assign]
+    MonitoredItemService._modify_monitored_item = modify  # type: ignore[method-assign]
+    MonitoredItemService._is_deadband_exceeded = is_deadband_exceeded  # type: ignore[method-assign]
+    _installed = True

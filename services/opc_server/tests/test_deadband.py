@@ -8,6 +8,8 @@ outside the deadband: once it arrives, everything before it has been delivered (
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,21 @@ async def serve(sensor_api: FakeSensorApi, client: Client, value: float, **field
     await eventually(held, timeout=20, what=f"the server holding {value} {fields}")
 
 
+@contextlib.asynccontextmanager
+async def watching(
+    sensor_api: FakeSensorApi, tmp_path: Path, deadband: float, deadband_type: ua.DeadbandType
+) -> AsyncIterator[tuple[Client, Any, Changes, int]]:
+    """A server on the fake sensor API and a client whose subscription watches Upper with a deadband,
+    its first value received: (client, subscription, changes, monitored item id)."""
+    settings = server_settings(tmp_path, f"http://127.0.0.1:{sensor_api.port}")
+    async with plant_server(settings), connect(client_settings(settings, tmp_path)) as client:
+        changes = Changes()
+        subscription = await client.create_subscription(50, changes)
+        handle = await subscription.deadband_monitor(await node_of(client, UPPER), deadband, deadband_type)
+        await eventually(lambda: changes.seen, what="the initial value")
+        yield client, subscription, changes, handle
+
+
 async def reported_until(changes: Changes, marker: float) -> list[Any]:
     await eventually(lambda: marker in changes.values(), timeout=20, what=f"the marker {marker} reported")
     return changes.values()
@@ -59,12 +76,7 @@ async def reported_until(changes: Changes, marker: float) -> list[Any]:
 async def test_an_absolute_deadband_reports_a_slow_drift_against_the_last_reported_value(
     sensor_api: FakeSensorApi, tmp_path: Path
 ) -> None:
-    settings = server_settings(tmp_path, f"http://127.0.0.1:{sensor_api.port}")
-    async with plant_server(settings), connect(client_settings(settings, tmp_path)) as client:
-        changes = Changes()
-        subscription = await client.create_subscription(50, changes)
-        await subscription.deadband_monitor(await node_of(client, UPPER), 1.0, ua.DeadbandType.Absolute)
-        await eventually(lambda: changes.seen, what="the initial value")
+    async with watching(sensor_api, tmp_path, 1.0, ua.DeadbandType.Absolute) as (client, _, changes, _):
         for value in (65.4, 65.8, 66.2, 66.6, 66.9):  # 0.4 a step: each step inside the deadband
             await serve(sensor_api, client, value)
         await serve(sensor_api, client, 200.0)
@@ -73,12 +85,7 @@ async def test_an_absolute_deadband_reports_a_slow_drift_against_the_last_report
 
 
 async def test_a_status_change_is_reported_even_inside_the_deadband(sensor_api: FakeSensorApi, tmp_path: Path) -> None:
-    settings = server_settings(tmp_path, f"http://127.0.0.1:{sensor_api.port}")
-    async with plant_server(settings), connect(client_settings(settings, tmp_path)) as client:
-        changes = Changes()
-        subscription = await client.create_subscription(50, changes)
-        await subscription.deadband_monitor(await node_of(client, UPPER), 5.0, ua.DeadbandType.Absolute)
-        await eventually(lambda: changes.seen, what="the initial value")
+    async with watching(sensor_api, tmp_path, 5.0, ua.DeadbandType.Absolute) as (client, _, changes, _):
         await serve(sensor_api, client, 65.0, quality="uncertain", reason="drifting")
         await serve(sensor_api, client, 65.0, quality="good", reason=None)
         await serve(sensor_api, client, 200.0)
@@ -89,12 +96,7 @@ async def test_a_status_change_is_reported_even_inside_the_deadband(sensor_api: 
 
 
 async def test_a_percent_deadband_is_a_share_of_the_eu_range(sensor_api: FakeSensorApi, tmp_path: Path) -> None:
-    settings = server_settings(tmp_path, f"http://127.0.0.1:{sensor_api.port}")
-    async with plant_server(settings), connect(client_settings(settings, tmp_path)) as client:
-        changes = Changes()
-        subscription = await client.create_subscription(50, changes)
-        await subscription.deadband_monitor(await node_of(client, UPPER), 1.0, ua.DeadbandType.Percent)
-        await eventually(lambda: changes.seen, what="the initial value")
+    async with watching(sensor_api, tmp_path, 1.0, ua.DeadbandType.Percent) as (client, _, changes, _):
         for value in (75.0, 80.0, 81.0, 90.0):  # 1 % of 1,550 °C is 15.5 °C
             await serve(sensor_api, client, value)
         await serve(sensor_api, client, 400.0)
@@ -140,12 +142,8 @@ async def test_an_invalid_deadband_is_refused_with_its_status_code_and_creates_n
 async def test_a_modified_filter_is_checked_too_and_a_refusal_keeps_the_old_one(
     sensor_api: FakeSensorApi, tmp_path: Path
 ) -> None:
-    settings = server_settings(tmp_path, f"http://127.0.0.1:{sensor_api.port}")
-    async with plant_server(settings), connect(client_settings(settings, tmp_path)) as client:
-        changes = Changes()
-        subscription = await client.create_subscription(50, changes)
-        handle = await subscription.deadband_monitor(await node_of(client, UPPER), 1.0, ua.DeadbandType.Absolute)
-        await eventually(lambda: changes.seen, what="the initial value")
+    async with watching(sensor_api, tmp_path, 1.0, ua.DeadbandType.Absolute) as watched:
+        client, subscription, changes, handle = watched
         bad = ua.DataChangeFilter(Trigger=ua.DataChangeTrigger.StatusValue, DeadbandType=2, DeadbandValue=101.0)
         request = ua.MonitoredItemModifyRequest()
         request.MonitoredItemId = handle
